@@ -1,0 +1,121 @@
+"""What every entity flow shares: the per-account flow and the fan-out over accounts.
+
+An entity flow (`flows/events.py`, ...) is a few lines calling `sync_entity`; the pipeline itself
+is never copied. Each account gets its own flow run (`sync-account`, named `<entity>-<account>`),
+so run history and failures stay per account: one account's bad key or endpoint fails that run
+only, and the parent flow fails at the end naming the accounts that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_table_artifact
+from prefect.runtime import flow_run
+
+from masivo_braze_sync.accounts import AccountConfig, load_accounts
+from masivo_braze_sync.db import Database
+from masivo_braze_sync.entities import ENTITIES
+from masivo_braze_sync.errors import AccountSyncFailed, SyncError
+from masivo_braze_sync.pipeline import AccountBusy, AccountRun, AccountSummary
+from masivo_braze_sync.settings import get_settings
+from tasks import stages
+
+SUMMARY_COLUMNS = (
+    "account_id",
+    "status",
+    "rows_read",
+    "objects_sent",
+    "rejected",
+    "skipped",
+    "requests",
+    "retries",
+    "rate_limited",
+    "possibly_duplicated",
+    "seconds",
+    "error",
+)
+
+
+class AccountFailed(SyncError):
+    """An account's run failed; carries its summary (counts only) for the parent flow."""
+
+    def __init__(self, summary: AccountSummary) -> None:
+        super().__init__(f"account {summary.account_id}: {summary.error}")
+        self.summary = summary
+
+
+def summary_rows(summaries: list[AccountSummary]) -> list[dict]:
+    """The artifact/CLI table rows: counts and ids only."""
+    return [{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in summaries]
+
+
+@flow(name="sync-account", flow_run_name="{entity}-{account_id}", persist_result=False, log_prints=False)
+async def sync_account(entity: str, account_id: str) -> dict:
+    """Sync one entity for one account: every batch of its backlog, stage by stage."""
+    logger = get_run_logger()
+    db = Database.from_settings()
+    accounts = await asyncio.to_thread(_load, db, [account_id])
+    if not accounts:
+        raise SyncError(f"account {account_id}: no Braze integration configured")
+    run = AccountRun(db, ENTITIES[entity], accounts[0])
+    run.flow_run_id = flow_run.get_id()
+    key = None
+    try:
+        async with run:
+            key = stages.register(run)
+            while (batch := await stages.next_batch(key)) is not None:
+                frame = await stages.extract(key, batch)
+                valid = await stages.validate(key, frame)
+                objects = await stages.transform(key, valid)
+                await stages.deliver(key, batch, objects)
+                await stages.commit(key, batch)
+    except AccountBusy as exc:
+        logger.warning("%s", exc)
+        return run.summary.as_dict()
+    except Exception as exc:
+        raise AccountFailed(run.summary) from exc
+    finally:
+        if key:
+            stages.unregister(key)
+    s = run.summary
+    logger.info(
+        "account %s: %d rows read, %d objects sent in %d requests, %d rejected, %d skipped (%.1fs)",
+        account_id, s.rows_read, s.objects_sent, s.requests, s.rejected, s.skipped, s.seconds,
+    )  # fmt: skip
+    await acreate_table_artifact(summary_rows([s]), description=f"{entity} sync of account {account_id}")
+    return s.as_dict()
+
+
+def _load(db: Database, account_ids: list[str] | None) -> list[AccountConfig]:
+    with db.connection() as conn:
+        return load_accounts(conn, account_ids)
+
+
+async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list[AccountSummary]:
+    """Run `sync_account` for every account with the entity's toggle on; raise if any failed."""
+    spec = ENTITIES[entity]
+    db = Database.from_settings()
+    accounts = [a for a in await asyncio.to_thread(_load, db, account_ids) if a.is_on(spec.toggle)]
+    limit = asyncio.Semaphore(get_settings().account_concurrency)
+
+    async def one(account: AccountConfig) -> AccountSummary:
+        async with limit:
+            state = await sync_account(entity, account.account_id, return_state=True)
+        if state.is_completed():
+            return AccountSummary(**(await state.result()))
+        exc = await state.result(raise_on_failure=False)
+        if isinstance(exc, AccountFailed):
+            return exc.summary
+        return AccountSummary(account.account_id, entity, status="failed", error=str(exc)[:300])
+
+    summaries = list(await asyncio.gather(*(one(a) for a in accounts)))
+    if summaries:
+        await acreate_table_artifact(
+            summary_rows(summaries), key=f"{entity}-sync-summary", description=f"{entity} sync, per account"
+        )
+    failures = {s.account_id: s.error or "failed" for s in summaries if s.status == "failed"}
+    if failures:
+        raise AccountSyncFailed(failures, summaries)
+    return summaries

@@ -1,0 +1,105 @@
+"""Accounts and their Braze integration settings, read from Masivo's tables."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.rows import dict_row
+
+from masivo_braze_sync.settings import Settings
+
+TOGGLES = (
+    "sync_customers_create",
+    "sync_customers_update",
+    "sync_customers_delete",
+    "sync_customer_tags",
+    "sync_events",
+    "sync_purchases",
+    "sync_audiences",
+)
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One account's Braze integration. The API key never appears in repr, logs or messages."""
+
+    account_id: str
+    name: str
+    currency: str
+    rest_endpoint: str | None
+    enabled: bool
+    toggles: dict[str, bool]
+    combined_object_limit: bool = False
+    track_rate_limit: int | None = None
+    track_rate_window_seconds: float | None = None
+    delete_rate_limit: int | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+    def is_on(self, toggle: str) -> bool:
+        """Whether the integration is enabled and this kind of data is switched on."""
+        return self.enabled and self.toggles.get(toggle, False)
+
+    def missing_settings(self) -> list[str]:
+        """Names of required settings that are empty (the configuration is incomplete)."""
+        missing = []
+        if not self.api_key or not self.api_key.strip():
+            missing.append("api_key")
+        if not self.rest_endpoint or not self.rest_endpoint.strip():
+            missing.append("rest_endpoint")
+        return missing
+
+    @property
+    def workspace(self) -> str:
+        """An opaque key of the Braze workspace (endpoint + key digest) for shared rate limits."""
+        digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()[:16]
+        return f"{(self.rest_endpoint or '').rstrip('/').lower()}#{digest}"
+
+    def track_limit(self, settings: Settings) -> tuple[int, float]:
+        """(requests, window seconds) for /users/track: the account's override or the default."""
+        return (
+            self.track_rate_limit or settings.track_rate_limit,
+            self.track_rate_window_seconds or settings.track_rate_window_seconds,
+        )
+
+    def delete_limit(self, settings: Settings) -> tuple[int, float]:
+        """(requests, window seconds) for /users/delete."""
+        return (self.delete_rate_limit or settings.delete_rate_limit, settings.delete_rate_window_seconds)
+
+
+ACCOUNTS_SQL = f"""
+SELECT a.id AS account_id, a.name, a.currency, i.api_key, i.rest_endpoint, i.enabled,
+       {", ".join(f"i.{t}" for t in TOGGLES)},
+       i.combined_object_limit, i.track_rate_limit, i.track_rate_window_seconds, i.delete_rate_limit
+FROM public.accounts a JOIN public.braze_integrations i ON i.account_id = a.id
+WHERE %(ids)s::text[] IS NULL OR a.id = ANY(%(ids)s::text[])
+ORDER BY a.id
+"""
+
+
+def load_accounts(conn: psycopg.Connection, account_ids: list[str] | None = None) -> list[AccountConfig]:
+    """Accounts that have a Braze integration row (all, or those named)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(ACCOUNTS_SQL, {"ids": account_ids or None}).fetchall()
+    return [
+        AccountConfig(
+            account_id=r["account_id"],
+            name=r["name"],
+            currency=(r["currency"] or "USD").strip(),
+            rest_endpoint=r["rest_endpoint"],
+            enabled=r["enabled"],
+            toggles={t: r[t] for t in TOGGLES},
+            combined_object_limit=r["combined_object_limit"],
+            track_rate_limit=r["track_rate_limit"],
+            track_rate_window_seconds=r["track_rate_window_seconds"],
+            delete_rate_limit=r["delete_rate_limit"],
+            api_key=r["api_key"],
+        )
+        for r in rows
+    ]
+
+
+def known_account_ids(conn: psycopg.Connection) -> set[str]:
+    """Ids of every account, with or without an integration."""
+    return {r[0] for r in conn.execute("SELECT id FROM public.accounts").fetchall()}

@@ -1,0 +1,115 @@
+"""Change capture: read the trigger-fed change log in commit-safe order.
+
+Triggers (migration 0001) append one `braze_sync.change_log` row per changed source row, stamped
+with the writing transaction's id (`txid xid8`). A consumer remembers a position `(txid, id)` and
+reads forward, but only rows whose transaction is below `pg_snapshot_xmin(pg_current_snapshot())`:
+every transaction below that horizon has finished, so nothing can ever appear behind a position
+taken from below it, however long a writer held its transaction open (notes/change-capture.md).
+The horizon is taken in the same statement as the read: READ COMMITTED gives each statement its
+own snapshot, and a horizon from an earlier statement could be stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A point in the change log: a transaction id and a log id within it."""
+
+    txid: int
+    log_id: int
+
+    @classmethod
+    def start(cls) -> Position:
+        """Before the first change."""
+        return cls(0, 0)
+
+
+@dataclass(frozen=True)
+class LogRange:
+    """The half-open range `(after, upto]` of one consumer's log rows for one account."""
+
+    after: Position
+    upto: Position
+    rows: int
+
+
+NEXT_RANGE_SQL = """
+WITH taken AS (
+    SELECT txid, id
+    FROM braze_sync.change_log
+    WHERE entity = ANY(%(entities)s) AND account_id = %(account_id)s
+      AND (txid, id) > (%(txid)s::text::xid8, %(log_id)s)
+      AND txid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY txid, id
+    LIMIT %(limit)s
+)
+SELECT count(*), max(txid::text::numeric)::text,
+       (SELECT id FROM taken ORDER BY txid DESC, id DESC LIMIT 1)
+FROM taken
+"""
+
+
+def next_range(
+    conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: str, after: Position, limit: int
+) -> LogRange | None:
+    """The next at most `limit` committed changes after `after`, or None when there are none yet."""
+    count, txid, log_id = conn.execute(
+        NEXT_RANGE_SQL,
+        {
+            "entities": list(entities),
+            "account_id": account_id,
+            "txid": str(after.txid),
+            "log_id": after.log_id,
+            "limit": limit,
+        },
+    ).fetchone()
+    if not count:
+        return None
+    return LogRange(after=after, upto=Position(int(txid), int(log_id)), rows=int(count))
+
+
+def read_cursor(conn: psycopg.Connection, *, consumer: str, account_id: str) -> Position:
+    """Where `consumer` has delivered up to for the account (the start when it never ran)."""
+    row = conn.execute(
+        "SELECT txid::text, log_id FROM braze_sync.cursors WHERE consumer = %s AND account_id = %s",
+        (consumer, account_id),
+    ).fetchone()
+    return Position(int(row[0]), int(row[1])) if row else Position.start()
+
+
+def write_cursor(conn: psycopg.Connection, *, consumer: str, account_id: str, position: Position) -> None:
+    """Move the consumer's cursor (call inside the transaction that commits the batch)."""
+    conn.execute(
+        """
+        INSERT INTO braze_sync.cursors (consumer, account_id, txid, log_id, updated_at)
+        VALUES (%s, %s, %s::text::xid8, %s, now())
+        ON CONFLICT (consumer, account_id)
+        DO UPDATE SET txid = EXCLUDED.txid, log_id = EXCLUDED.log_id, updated_at = now()
+        """,
+        (consumer, account_id, str(position.txid), position.log_id),
+    )
+
+
+def backlog(conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: str, after: Position) -> int:
+    """How many changes (committed or not yet visible to the horizon) wait after `after`."""
+    return conn.execute(
+        """
+        SELECT count(*) FROM braze_sync.change_log
+        WHERE entity = ANY(%s) AND account_id = %s AND (txid, id) > (%s::text::xid8, %s)
+        """,
+        (list(entities), account_id, str(after.txid), after.log_id),
+    ).fetchone()[0]
+
+
+def horizon_age_seconds(conn: psycopg.Connection) -> float:
+    """Age of the oldest open transaction in the cluster: how long changes may be held back."""
+    age = conn.execute(
+        "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0) FROM pg_stat_activity "
+        "WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL"
+    ).fetchone()[0]
+    return float(age or 0)

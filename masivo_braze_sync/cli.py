@@ -1,0 +1,185 @@
+"""The `masivo-braze` command line (DESIGN.md §3): db init, sync, status, emulator, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, SyncError
+
+app = typer.Typer(
+    help="Keep each Masivo account's Braze workspace in step with its loyalty data.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database set-up.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+# Rich assumes 80 columns when output is not a terminal (CI logs, pipes): give tables room
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+class EntityName(StrEnum):
+    """What `sync` can run."""
+
+    events = "events"
+    all = "all"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@db_app.command("init")
+def db_init(
+    source: Annotated[bool, typer.Option("--source", help="Also create Masivo's source tables.")] = False,
+) -> None:
+    """Create or migrate the sync schema and the change capture (safe to run twice)."""
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.db.migrate import current_revision, init_database
+
+    try:
+        db = Database.from_settings()
+        created = init_database(db, source=source)
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+    if created:
+        console.print(f"created Masivo tables: {', '.join(created)}")
+    console.print(f"sync schema at revision {current_revision(db)}")
+
+
+def _entity_names(entity: EntityName) -> list[str]:
+    from masivo_braze_sync.entities import ENTITIES
+
+    return list(ENTITIES) if entity is EntityName.all else [entity.value]
+
+
+@app.command()
+def sync(
+    entity: Annotated[EntityName, typer.Argument(help="What to sync.")],
+    account: Annotated[list[str] | None, typer.Option("--account", help="Only this account (repeatable).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the payloads; send nothing, move no cursor.")
+    ] = False,
+) -> None:
+    """Run the sync flow(s) once and exit; non-zero if any account failed."""
+    names = _entity_names(entity)
+    if dry_run:
+        raise typer.Exit(_dry_run(names, account))
+    from flows import FLOWS
+    from masivo_braze_sync.pipeline import AccountSummary
+    from masivo_braze_sync.report import print_summaries
+
+    failed: dict[str, str] = {}
+    for name in names:
+        try:
+            rows = asyncio.run(FLOWS[name](account_ids=account))
+            summaries = [AccountSummary(**r) for r in rows]
+        except AccountSyncFailed as exc:
+            summaries = exc.summaries
+            failed.update({f"{name}/{a}": e for a, e in exc.failures.items()})
+        except ConfigurationError as exc:
+            raise _fail(str(exc)) from None
+        print_summaries(console, name, summaries)
+    if failed:
+        for where, why in sorted(failed.items()):
+            err.print(f"[bold red]failed:[/] {where}: {why}")
+        raise typer.Exit(1)
+
+
+def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
+    """Build and print payloads without Prefect (so payloads never reach Prefect's logs)."""
+    from masivo_braze_sync.accounts import load_accounts
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.pipeline import AccountRun
+
+    db = Database.from_settings()
+    with db.connection() as conn:
+        accounts = load_accounts(conn, account_ids)
+    out = sys.stdout.buffer
+    for name in names:
+        spec = ENTITIES[name]
+        summaries = []
+        for acct in (a for a in accounts if a.is_on(spec.toggle)):
+
+            def emit(body: bytes, _acct=acct.account_id) -> None:
+                out.write(f"{_acct}\t".encode() + body + b"\n")
+
+            run = AccountRun(db, spec, acct, dry_run=True, printer=emit)
+
+            async def go(run: AccountRun = run) -> None:
+                async with run:
+                    await run.run()
+
+            asyncio.run(go())
+            out.flush()
+            summaries.append(run.summary)
+        err.print(summary_table_text(name, summaries))
+    return 0
+
+
+def summary_table_text(name: str, summaries: list) -> object:
+    """The summary table (printed on stderr in a dry run so stdout holds only payloads)."""
+    from masivo_braze_sync.report import summary_table
+
+    return summary_table(f"{name} (dry run)", summaries)
+
+
+@app.command()
+def status() -> None:
+    """Per account and entity: backlog, last success, last error, rejected rows."""
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.status import print_status
+
+    try:
+        print_status(console, Database.from_settings())
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def emulator(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4010,
+    workspace: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME:API_KEY[:RATE_PER_3S] of a workspace to create (repeatable)."),
+    ] = None,
+) -> None:
+    """Run the local Braze emulator until interrupted."""
+    from masivo_braze_sync.emulator import EmulatorState, Workspace, serve
+
+    state = EmulatorState()
+    for spec in workspace or ["demo:demo-key"]:
+        parts = spec.split(":")
+        if len(parts) < 2:
+            raise _fail(f"--workspace wants NAME:API_KEY, got {parts[0]!r}...")
+        kwargs = {"rate_limit": int(parts[2])} if len(parts) > 2 else {}
+        state.add_workspace(Workspace(name=parts[0], api_key=parts[1], **kwargs))
+    console.print(f"Braze emulator on http://127.0.0.1:{port} (workspaces: {', '.join(state.workspace_names())})")
+    serve(state, host="127.0.0.1", port=port)
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="Events to seed per account.")] = 2_000,
+) -> None:
+    """Seed demo accounts, start the emulator, sync everything, print the summary."""
+    from masivo_braze_sync.demo import run_demo
+
+    try:
+        code = run_demo(console, events_per_account=events)
+    except SyncError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Entry point."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    app()

@@ -1,0 +1,60 @@
+"""What an entity mapping provides to the shared pipeline.
+
+The pipeline (capture → extract → validate → transform → batch → deliver → commit) is the same
+for every entity; an entity only says which change-log entities it follows, how to read the
+changed rows, which rows to drop or reject, and how a row becomes a Braze object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+#: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON)
+OBJECT_SCHEMA = {"key": pl.String, "array": pl.String, "body": pl.Binary}
+#: frame of rows not sent: key, stage, reason
+REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
+
+
+@dataclass
+class Prepared:
+    """The outcome of validate or transform: rows to go on, rows rejected, rows skipped by rule."""
+
+    frame: pl.DataFrame
+    rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECT_SCHEMA))
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def merge_skipped(self, other: dict[str, int]) -> None:
+        """Add another stage's skip counts to these."""
+        for reason, n in other.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+
+@dataclass(frozen=True)
+class AccountContext:
+    """What a mapping may know about the account (never its API key)."""
+
+    account_id: str
+    currency: str = "USD"
+
+
+class Entity:
+    """Base class of an entity mapping; subclasses set the attributes and the three methods."""
+
+    #: consumer name: the flow, the cursor and the CLI word (`sync events`)
+    name: str
+    #: change-log entities (source table names) this consumer follows
+    captured: tuple[str, ...]
+    #: braze_integrations toggle column that switches it on
+    toggle: str
+    #: SQL for the changed rows over a log range: $1 account, $2/$3 after (txid, id), $4/$5 upto
+    extract_sql: str
+
+    def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Business rules and Braze field rules on whole columns."""
+        raise NotImplementedError
+
+    def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Valid rows to Braze objects (OBJECT_SCHEMA); rows that cannot be mapped are rejected."""
+        raise NotImplementedError

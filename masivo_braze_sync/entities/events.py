@@ -1,0 +1,140 @@
+"""Masivo behavioral events → Braze custom events (`/users/track` `events`, CONTRACT §6).
+
+Events are immutable facts: only their insertion is captured, and each is sent once.
+Rules, in order:
+- skipped (never sent, counted): the event row was deleted before the sync read it; the type is
+  an internal Masivo event; the customer is deleted (Braze would re-create the profile);
+- rejected (recorded with the reason): the customer does not exist, its id is empty or longer
+  than 987 bytes, the event type is empty or over 255 characters, or the properties cannot be
+  made valid (see `properties.py`).
+"""
+
+from __future__ import annotations
+
+import orjson
+import polars as pl
+
+from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
+from masivo_braze_sync.errors import RecordRejected
+from masivo_braze_sync.properties import MAX_STRING, flatten_properties
+
+INTERNAL_EVENT_TYPES = frozenset(
+    {"REGISTRATION", "FULFILL", "REVERSE", "EXPIRE", "CANCEL", "REDEEM_COUPON", "TIER_ADJUSTMENT"}
+)
+MAX_EXTERNAL_ID_BYTES = 987  # Braze: EXTERNAL_USER_ID_TOO_LARGE above this (CONTRACT §3.1)
+
+EXTRACT_SQL = """
+WITH changed AS (
+    SELECT entity_key, min(id) AS first_id
+    FROM braze_sync.change_log
+    WHERE entity = 'events' AND account_id = $1
+      AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
+    GROUP BY entity_key
+)
+SELECT ch.entity_key AS key,
+       e.id IS NOT NULL AS present,
+       e.customer_id,
+       e.type,
+       e.properties::text AS properties,
+       e.occurred_at,
+       CASE WHEN c.id IS NULL THEN 'missing'
+            WHEN c.deleted_at IS NOT NULL THEN 'deleted'
+            ELSE 'active' END AS customer_state
+FROM changed ch
+LEFT JOIN public.events e ON e.id = ch.entity_key AND e.account_id = $1
+LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = e.customer_id
+ORDER BY ch.first_id
+"""
+
+
+def _rejects(frame: pl.DataFrame, stage: str) -> pl.DataFrame:
+    return frame.select(pl.col("key"), pl.lit(stage).alias("stage"), pl.col("reason")).cast(REJECT_SCHEMA)
+
+
+class EventsEntity(Entity):
+    """Behavioral events as Braze custom events."""
+
+    name = "events"
+    captured = ("events",)
+    toggle = "sync_events"
+    extract_sql = EXTRACT_SQL
+
+    def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Drop what is never sent and reject what Braze would refuse, on whole columns."""
+        name = pl.col("type").fill_null("").str.strip_chars_start("$")
+        verdict = (
+            pl.when(~pl.col("present"))
+            .then(pl.lit("skip:event deleted before it was sent"))
+            .when(pl.col("type").is_in(list(INTERNAL_EVENT_TYPES)))
+            .then(pl.lit("skip:internal event"))
+            .when(pl.col("customer_state") == "deleted")
+            .then(pl.lit("skip:customer deleted"))
+            .when(pl.col("customer_state") == "missing")
+            .then(pl.lit("reject:customer not found"))
+            .when(pl.col("customer_id").fill_null("").str.len_bytes() == 0)
+            .then(pl.lit("reject:customer id is empty"))
+            .when(pl.col("customer_id").str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
+            .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
+            .when(name.str.len_chars() == 0)
+            .then(pl.lit("reject:event type is empty"))
+            .when(name.str.len_chars() > MAX_STRING)
+            .then(pl.lit(f"reject:event type is longer than {MAX_STRING} characters"))
+            .otherwise(pl.lit(None, dtype=pl.String))
+            .alias("verdict")
+        )
+        judged = frame.with_columns(verdict, name.alias("name"))
+        ok = judged.filter(pl.col("verdict").is_null()).drop("verdict")
+        out = (
+            judged.filter(pl.col("verdict").is_not_null())
+            .with_columns(pl.col("verdict").str.splitn(":", 2).struct.rename_fields(["kind", "reason"]))
+            .unnest("verdict")
+        )
+        skipped = out.filter(pl.col("kind") == "skip").group_by("reason").len()
+        return Prepared(
+            frame=ok,
+            rejected=_rejects(out.filter(pl.col("kind") == "reject"), "validate"),
+            skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
+        )
+
+    def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Each valid row to one Braze event object, serialised once, here."""
+        times = frame.get_column("occurred_at").dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        keys: list[str] = []
+        bodies: list[bytes] = []
+        rejected: list[tuple[str, str]] = []
+        dumps, loads = orjson.dumps, orjson.loads
+        for key, customer_id, name, raw, time in zip(
+            frame.get_column("key").to_list(),
+            frame.get_column("customer_id").to_list(),
+            frame.get_column("name").to_list(),
+            frame.get_column("properties").to_list(),
+            times.to_list(),
+            strict=True,
+        ):
+            event = {"external_id": customer_id, "name": name, "time": time}
+            if raw and raw != "{}":
+                try:
+                    parsed = loads(raw)
+                    if not isinstance(parsed, dict):
+                        raise RecordRejected("properties are not a JSON object")
+                    props = flatten_properties(parsed)
+                except RecordRejected as exc:
+                    rejected.append((key, exc.reason))
+                    continue
+                if props:
+                    event["properties"] = props
+            keys.append(key)
+            bodies.append(dumps(event))
+        objects = pl.DataFrame({"key": keys, "array": ["events"] * len(keys), "body": bodies}, schema=OBJECT_SCHEMA)
+        rejects = pl.DataFrame(
+            {
+                "key": [k for k, _ in rejected],
+                "stage": ["transform"] * len(rejected),
+                "reason": [r for _, r in rejected],
+            },
+            schema=REJECT_SCHEMA,
+        )
+        return Prepared(frame=objects, rejected=rejects)
+
+
+EVENTS = EventsEntity()

@@ -1,0 +1,190 @@
+"""Batches, the delivery ledger and the commit: what makes delivery at-least-once with a small,
+measured duplicate window.
+
+A batch is a fixed range of one consumer's change log for one account. Its requests are written
+to `braze_sync.deliveries` (status `pending`) before anything is sent, marked `sending` in small
+blocks just before they go out, and `delivered` / `rejected` as answers arrive. The cursor moves
+to the batch's end only when every request has a final answer (`commit`). After a crash the open
+batch is taken up again: keys already delivered are not sent again, keys whose request was
+`sending` are sent again and counted as possible duplicates (Braze has no idempotency key,
+CONTRACT §9), and keys never sent are simply sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+import psycopg
+
+from masivo_braze_sync.capture import LogRange, Position, next_range, read_cursor, write_cursor
+from masivo_braze_sync.db.engine import Database
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """A batch as tasks see it: ids and a range, nothing else (safe as a Prefect parameter)."""
+
+    id: int | None  # None in a dry run: nothing is written
+    consumer: str
+    account_id: str
+    range: LogRange
+    resumed: bool = False
+
+
+@dataclass
+class ResumeState:
+    """What an earlier, interrupted attempt at a batch left behind."""
+
+    done_keys: set[str] = field(default_factory=set)  # delivered or rejected by Braze: never resend
+    unknown_keys: set[str] = field(default_factory=set)  # sent, answer unknown: resend, count
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The final answer for one ledger row."""
+
+    delivery_id: int
+    status: str  # delivered | rejected
+    http_status: int | None
+    attempts: int
+    possibly_duplicated: bool
+
+
+class Ledger:
+    """Ledger operations for one consumer and account. Each call uses its own short transaction."""
+
+    def __init__(self, db: Database, consumer: str, account_id: str) -> None:
+        self.db = db
+        self.consumer = consumer
+        self.account_id = account_id
+
+    def next_batch(self, entities: tuple[str, ...], batch_rows: int) -> BatchRef | None:
+        """The open batch of an interrupted run, else a new one after the cursor, else None."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                """
+                UPDATE braze_sync.batches SET attempts = attempts + 1
+                WHERE consumer = %s AND account_id = %s AND status = 'open'
+                RETURNING id, from_txid::text, from_id, to_txid::text, to_id, log_rows
+                """,
+                (self.consumer, self.account_id),
+            ).fetchone()
+            if row:
+                rng = LogRange(Position(int(row[1]), row[2]), Position(int(row[3]), row[4]), row[5])
+                return BatchRef(row[0], self.consumer, self.account_id, rng, resumed=True)
+            after = read_cursor(conn, consumer=self.consumer, account_id=self.account_id)
+            rng = next_range(conn, entities=entities, account_id=self.account_id, after=after, limit=batch_rows)
+            if rng is None:
+                return None
+            batch_id = conn.execute(
+                """
+                INSERT INTO braze_sync.batches (consumer, account_id, from_txid, from_id, to_txid, to_id, log_rows)
+                VALUES (%s, %s, %s::text::xid8, %s, %s::text::xid8, %s, %s) RETURNING id
+                """,
+                (
+                    self.consumer,
+                    self.account_id,
+                    str(rng.after.txid),
+                    rng.after.log_id,
+                    str(rng.upto.txid),
+                    rng.upto.log_id,
+                    rng.rows,
+                ),
+            ).fetchone()[0]
+            return BatchRef(batch_id, self.consumer, self.account_id, rng)
+
+    def take_over(self, batch_id: int) -> ResumeState:
+        """Read what an interrupted attempt delivered, and retire its unfinished ledger rows."""
+        state = ResumeState()
+        with self.db.connection() as conn:
+            for keys, status in conn.execute(
+                "SELECT keys, status FROM braze_sync.deliveries WHERE batch_id = %s", (batch_id,)
+            ):
+                if status in ("delivered", "rejected"):
+                    state.done_keys.update(keys)
+                elif status in ("sending", "unknown"):
+                    state.unknown_keys.update(keys)
+            # `unknown` = superseded: the keys are planned again in new rows of this attempt
+            conn.execute(
+                "UPDATE braze_sync.deliveries SET status = 'unknown' "
+                "WHERE batch_id = %s AND status IN ('pending', 'sending')",
+                (batch_id,),
+            )
+        state.unknown_keys -= state.done_keys
+        return state
+
+    def add_requests(self, batch_id: int, plans: list, possibly_duplicated: list[bool]) -> list[int]:
+        """Write one `pending` ledger row per planned request; returns their ids in plan order."""
+        if not plans:
+            return []
+        with self.db.connection() as conn, conn.cursor() as cur:
+            rows = [
+                (batch_id, self.account_id, self.consumer, p.seq, p.endpoint, p.keys, dup)
+                for p, dup in zip(plans, possibly_duplicated, strict=True)
+            ]
+            cur.executemany(
+                "INSERT INTO braze_sync.deliveries "
+                "(batch_id, account_id, consumer, seq, endpoint, keys, possibly_duplicated) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                rows,
+                returning=True,
+            )
+            ids = []
+            while True:
+                ids.append(cur.fetchone()[0])
+                if not cur.nextset():
+                    break
+        return ids
+
+    def mark_sending(self, delivery_ids: list[int]) -> None:
+        """Mark requests as about to be sent: after a crash their outcome is unknown."""
+        if delivery_ids:
+            with self.db.connection() as conn:
+                conn.execute("UPDATE braze_sync.deliveries SET status = 'sending' WHERE id = ANY(%s)", (delivery_ids,))
+
+    def record_outcomes(self, outcomes: list[Outcome], rejects: list[tuple[str, str]], batch_id: int) -> None:
+        """Record final answers, and the objects Braze refused inside them, in one transaction."""
+        if not outcomes and not rejects:
+            return
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE braze_sync.deliveries SET status = %s, http_status = %s, attempts = %s, "
+                "possibly_duplicated = possibly_duplicated OR %s, completed_at = now() WHERE id = %s",
+                [(o.status, o.http_status, o.attempts, o.possibly_duplicated, o.delivery_id) for o in outcomes],
+            )
+            self._insert_rejects(cur, [(k, "braze", r) for k, r in rejects], batch_id)
+
+    def _insert_rejects(self, cur: psycopg.Cursor, rows: list[tuple[str, str, str]], batch_id: int | None) -> None:
+        if rows:
+            cur.executemany(
+                "INSERT INTO braze_sync.rejected_rows (account_id, consumer, entity_key, stage, reason, batch_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                [(self.account_id, self.consumer, k, s, r, batch_id) for k, s, r in rows],
+            )
+
+    def commit(self, batch: BatchRef, rejected: pl.DataFrame) -> None:
+        """Move the cursor to the batch's end, close it and record its rejected rows, atomically."""
+        assert batch.id is not None
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM braze_sync.batches WHERE id = %s AND status = 'open' FOR UPDATE", (batch.id,))
+            if cur.fetchone() is None:  # committed by someone else: never move a cursor twice
+                return
+            # a resumed batch re-validates the same rows: keep one reject per key and stage
+            cur.execute("DELETE FROM braze_sync.rejected_rows WHERE batch_id = %s AND stage <> 'braze'", (batch.id,))
+            self._insert_rejects(cur, list(rejected.select("key", "stage", "reason").iter_rows()), batch.id)
+            write_cursor(conn, consumer=self.consumer, account_id=self.account_id, position=batch.range.upto)
+            cur.execute(
+                "UPDATE braze_sync.batches SET status = 'committed', committed_at = now() WHERE id = %s",
+                (batch.id,),
+            )
+
+
+def try_lock(conn: psycopg.Connection, consumer: str, account_id: str) -> bool:
+    """Take the session-level lock that lets one run at a time sync a consumer for an account."""
+    return bool(
+        conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext('masivo_braze_sync'), hashtext(%s))",
+            (f"{consumer}/{account_id}",),
+        ).fetchone()[0]
+    )

@@ -1,0 +1,304 @@
+"""One account's sync of one entity, stage by stage, with no orchestration framework.
+
+    next_batch → extract → validate → transform → deliver (batch + send + ledger) → commit
+
+`AccountRun` holds what lives for the whole run (the Braze client and its event loop, the lock,
+the counters); each stage is a method that Prefect tasks in `tasks/` call by run key, and
+`AccountRun.run()` chains them directly (benchmarks, dry runs, and the no-Prefect baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+
+from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.batch import pack_track
+from masivo_braze_sync.capture import Position, next_range, read_cursor
+from masivo_braze_sync.db.engine import Database, connect
+from masivo_braze_sync.deliver import DeliveryStats, deliver
+from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity
+from masivo_braze_sync.errors import ConfigurationError, SyncError
+from masivo_braze_sync.extract import read_range
+from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
+from masivo_braze_sync.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class AccountBusy(SyncError):
+    """Another run is syncing this entity for this account right now."""
+
+
+@dataclass
+class AccountSummary:
+    """What one account's run did. Counts only: safe for Prefect artifacts and logs."""
+
+    account_id: str
+    entity: str
+    status: str = "ok"  # ok | failed | busy
+    rows_read: int = 0
+    objects_sent: int = 0
+    requests: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    possibly_duplicated: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """Plain dict (JSON-able)."""
+        return asdict(self)
+
+
+class AccountRun:
+    """A run of `entity` for one account. Use as an async context manager."""
+
+    def __init__(
+        self,
+        db: Database,
+        entity: Entity,
+        account: AccountConfig,
+        settings: Settings | None = None,
+        *,
+        dry_run: bool = False,
+        transport=None,
+        printer: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.entity = entity
+        self.account = account
+        self.settings = settings or get_settings()
+        self.dry_run = dry_run
+        self.transport = transport
+        self.printer = printer or (lambda body: None)
+        self.ctx = AccountContext(account.account_id, account.currency)
+        self.ledger = Ledger(db, entity.name, account.account_id)
+        self.summary = AccountSummary(account.account_id, entity.name)
+        self.client = None
+        #: the orchestrator's run id, stored with the summary (set by the Prefect flow)
+        self.flow_run_id: str | None = None
+        self._lock_conn = None
+        self._started = 0.0
+        self._dry_position: Position | None = None
+        self._rejects: list[pl.DataFrame] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AccountRun:
+        self._started = time.perf_counter()
+        if not self.dry_run:
+            self._lock_conn = connect(self.db.url, autocommit=True)
+            if not try_lock(self._lock_conn, self.entity.name, self.account.account_id):
+                self._lock_conn.close()
+                self._lock_conn = None
+                self.summary.status = "busy"
+                raise AccountBusy(
+                    f"account {self.account.account_id}: another {self.entity.name} sync is running; skipped"
+                )
+            try:
+                self.client = await self._open_client()
+            except BaseException as exc:
+                # __aexit__ does not run when __aenter__ fails: release the lock and record it here
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.summary.seconds = round(time.perf_counter() - self._started, 3)
+        if exc is not None and self.summary.status == "ok":
+            self.summary.status = "failed"
+            self.summary.error = describe_error(exc)
+        try:
+            if self.client is not None:
+                await self.client.aclose()
+            if not self.dry_run:
+                self._record_summary()
+        finally:
+            if self._lock_conn is not None:
+                self._lock_conn.close()  # ends the session: releases the advisory lock
+
+    async def _open_client(self):
+        from masivo_braze_sync.braze import BrazeClient, BrazeSettings, limiters
+
+        missing = self.account.missing_settings()
+        if missing:
+            raise ConfigurationError(
+                f"account {self.account.account_id}: Braze integration incomplete, missing {', '.join(missing)}"
+            )
+        s = self.settings
+        track_limit, track_window = self.account.track_limit(s)
+        delete_limit, delete_window = self.account.delete_limit(s)
+        try:
+            return BrazeClient(
+                self.account.rest_endpoint,
+                self.account.api_key,
+                settings=BrazeSettings(
+                    timeout_seconds=s.braze_timeout_seconds,
+                    max_retries=s.braze_max_retries,
+                    backoff_base_seconds=s.braze_backoff_base_seconds,
+                    backoff_max_seconds=s.braze_backoff_max_seconds,
+                    concurrency=s.braze_concurrency,
+                ),
+                track_limiter=limiters.get(self.account.workspace, "track", track_limit, track_window),
+                delete_limiter=limiters.get(self.account.workspace, "delete", delete_limit, delete_window),
+                transport=self.transport,
+                allow_local=s.braze_allow_local_endpoints,
+            )
+        except ConfigurationError as exc:
+            raise type(exc)(f"account {self.account.account_id}: {exc}") from None
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def next_batch(self) -> BatchRef | None:
+        """The next range of changes to sync (an interrupted batch first), or None when done."""
+        if not self.dry_run:
+            return self.ledger.next_batch(self.entity.captured, self.settings.batch_rows)
+        with self.db.connection() as conn:
+            if self._dry_position is None:
+                self._dry_position = read_cursor(conn, consumer=self.entity.name, account_id=self.account.account_id)
+            rng = next_range(
+                conn,
+                entities=self.entity.captured,
+                account_id=self.account.account_id,
+                after=self._dry_position,
+                limit=self.settings.batch_rows,
+            )
+        return None if rng is None else BatchRef(None, self.entity.name, self.account.account_id, rng)
+
+    def extract(self, batch: BatchRef) -> pl.DataFrame:
+        """The changed rows behind the batch's log range."""
+        frame = read_range(
+            self.db.url, self.entity.extract_sql, account_id=self.account.account_id, log_range=batch.range
+        )
+        self.summary.rows_read += frame.height
+        return frame
+
+    def validate(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Rows that may go on; the rest are counted as skipped or kept as rejected."""
+        out = self.entity.validate(frame, self.ctx)
+        self._note(out.rejected, out.skipped)
+        return out.frame
+
+    def transform(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Valid rows as Braze objects (key, array, body)."""
+        out = self.entity.transform(frame, self.ctx)
+        self._note(out.rejected, out.skipped)
+        return out.frame
+
+    async def deliver(self, batch: BatchRef, objects: pl.DataFrame) -> DeliveryStats:
+        """Pack the objects into requests and send those not already delivered for this batch."""
+        unknown: set[str] = set()
+        if batch.resumed and batch.id is not None:
+            state = self.ledger.take_over(batch.id)
+            if state.done_keys:
+                objects = objects.filter(~pl.col("key").is_in(list(state.done_keys)))
+            unknown = state.unknown_keys
+        plans = pack_track(
+            objects,
+            max_objects=self.settings.objects_per_request,
+            combined=self.account.combined_object_limit,
+        )
+        if self.dry_run:
+            for plan in plans:
+                self.printer(plan.body)
+            stats = DeliveryStats(requests=len(plans), objects_sent=sum(p.object_count for p in plans))
+            self._add(stats)
+            return stats
+        dup = [bool(unknown) and not unknown.isdisjoint(p.keys) for p in plans]
+        ids = self.ledger.add_requests(batch.id, plans, dup)
+        stats = await deliver(
+            self.client, self.ledger, batch.id, plans, ids, concurrency=self.settings.braze_concurrency
+        )
+        stats.possibly_duplicated += sum(dup)
+        self._add(stats)
+        return stats
+
+    def commit(self, batch: BatchRef) -> None:
+        """Record the batch's rejected rows and move the cursor past it."""
+        rejected = pl.concat(self._rejects) if self._rejects else pl.DataFrame(schema=REJECT_SCHEMA)
+        self._rejects.clear()
+        self.summary.batches += 1
+        if self.dry_run:
+            self._dry_position = batch.range.upto
+            return
+        self.ledger.commit(batch, rejected)
+
+    async def run(self) -> AccountSummary:
+        """Every stage for every batch until the backlog is empty (no orchestration)."""
+        while (batch := self.next_batch()) is not None:
+            objects = self.transform(self.validate(self.extract(batch)))
+            await self.deliver(batch, objects)
+            self.commit(batch)
+        return self.summary
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _note(self, rejected: pl.DataFrame, skipped: dict[str, int]) -> None:
+        if rejected.height:
+            self._rejects.append(rejected)
+            self.summary.rejected += rejected.height
+        for reason, n in skipped.items():
+            self.summary.skipped += n
+            self.summary.skip_reasons[reason] = self.summary.skip_reasons.get(reason, 0) + n
+
+    def _add(self, stats: DeliveryStats) -> None:
+        s = self.summary
+        s.requests += stats.requests
+        s.objects_sent += stats.objects_sent
+        s.rejected += stats.rejected
+        s.retries += stats.retries
+        s.rate_limited += stats.rate_limited
+        s.possibly_duplicated += stats.possibly_duplicated
+
+    def _record_summary(self) -> None:
+        s = self.summary
+        try:
+            with self.db.connection() as conn:
+                conn.execute(
+                    """
+                    INSERT INTO braze_sync.run_summaries (flow_run_id, consumer, account_id, status, rows_read,
+                      objects_sent, requests, rejected, skipped, retries, rate_limited, possibly_duplicated,
+                      seconds, error, started_at, finished_at)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                            now() - make_interval(secs => %s), now())
+                    """,
+                    (
+                        self.flow_run_id,
+                        s.entity,
+                        s.account_id,
+                        s.status,
+                        s.rows_read,
+                        s.objects_sent,
+                        s.requests,
+                        s.rejected,
+                        s.skipped,
+                        s.retries,
+                        s.rate_limited,
+                        s.possibly_duplicated,
+                        s.seconds,
+                        s.error,
+                        s.seconds,
+                    ),
+                )
+        except Exception:
+            log.warning("account %s: could not record the run summary", s.account_id, exc_info=True)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An operator-facing one-liner for an account's failure: our messages, or the class name.
+
+    Messages of foreign exceptions (a driver's, an HTTP library's) may quote data, so only their
+    type is shown; ours are written to carry ids and counts only.
+    """
+    if isinstance(exc, SyncError):
+        return str(exc)
+    return f"{type(exc).__name__} (see the run's logs)"

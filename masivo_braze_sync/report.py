@@ -1,0 +1,55 @@
+"""Readable run summaries for the terminal (rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from masivo_braze_sync.pipeline import AccountSummary
+
+STATUS_STYLE = {"ok": "green", "failed": "bold red", "busy": "yellow"}
+
+
+def summary_table(entity: str, summaries: list[AccountSummary]) -> Table:
+    """One row per account: rows read, sent, rejected, requests, retries, seconds, error."""
+    table = Table(title=f"{entity}: per-account summary", title_justify="left")
+    for name, justify in (
+        ("account", "left"),
+        ("status", "left"),
+        ("read", "right"),
+        ("sent", "right"),
+        ("rejected", "right"),
+        ("skipped", "right"),
+        ("requests", "right"),
+        ("retries", "right"),
+        ("429s", "right"),
+        ("dup?", "right"),
+        ("secs", "right"),
+    ):
+        table.add_column(name, justify=justify, overflow="fold")
+    for s in summaries:
+        table.add_row(
+            s.account_id,
+            f"[{STATUS_STYLE.get(s.status, 'white')}]{s.status}[/]",
+            f"{s.rows_read:,}",
+            f"{s.objects_sent:,}",
+            f"{s.rejected:,}",
+            f"{s.skipped:,}",
+            f"{s.requests:,}",
+            f"{s.retries:,}",
+            f"{s.rate_limited:,}",
+            f"{s.possibly_duplicated:,}",
+            f"{s.seconds:.2f}",
+        )
+    return table
+
+
+def print_summaries(console: Console, entity: str, summaries: list[AccountSummary]) -> None:
+    """Print the table, or a line saying no account had the entity switched on."""
+    if not summaries:
+        console.print(f"{entity}: no account has this sync switched on (or none matched --account).")
+        return
+    console.print(summary_table(entity, summaries))
+    for s in summaries:
+        if s.error:
+            console.print(f"  [red]{s.account_id}[/]: {s.error}")

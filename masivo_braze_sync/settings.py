@@ -1,0 +1,55 @@
+"""Process-wide settings, read from the environment (`MASIVO_*`) by pydantic-settings.
+
+Per-account settings (API key, endpoint, toggles, per-account limits) live in Masivo's
+`braze_integrations` table, not here; these are the defaults and the knobs of the process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: the checkout (or install) root: the embedded Postgres lives in a git-ignored folder here
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Settings of one sync process. Every field maps to `MASIVO_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MASIVO_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL of Masivo's database. Unset: an embedded Postgres in .masivo/.",
+    )
+    embedded_dir: Path = Field(default=PROJECT_ROOT / ".masivo" / "pgdata")
+    braze_allow_local_endpoints: bool = Field(
+        default=False, description="Also accept http://127.0.0.1:<port> / http://localhost:<port> (emulator)."
+    )
+
+    # extraction
+    batch_rows: int = Field(default=20_000, ge=1, description="Change-log rows per batch (memory bound).")
+
+    account_concurrency: int = Field(default=16, ge=1, description="Accounts synced at once per flow.")
+
+    # Braze defaults; an account can override the limits in braze_integrations
+    braze_concurrency: int = Field(default=64, ge=1, description="Requests in flight per account.")
+    braze_timeout_seconds: float = Field(default=30.0, gt=0)
+    braze_max_retries: int = Field(default=6, ge=0)
+    braze_backoff_base_seconds: float = Field(default=0.5, ge=0)
+    braze_backoff_max_seconds: float = Field(default=60.0, ge=0)
+    track_rate_limit: int = Field(default=3000, ge=1, description="/users/track requests per window.")
+    track_rate_window_seconds: float = Field(default=3.0, gt=0)
+    delete_rate_limit: int = Field(default=20_000, ge=1, description="/users/delete requests per window.")
+    delete_rate_window_seconds: float = Field(default=60.0, gt=0)
+    objects_per_request: int = Field(default=75, ge=1, le=75)
+    delete_ids_per_request: int = Field(default=50, ge=1, le=50)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (cached; tests clear the cache with `get_settings.cache_clear()`)."""
+    return Settings()
