@@ -99,6 +99,8 @@ async def deliver(
         except PermanentError as exc:
             # the request itself was refused: nothing in it was applied; record every object
             result, errors, status, http_status = None, exc.errors, "rejected", exc.status_code
+            # a 5xx before the final 4xx may have been applied: the objects may be in Braze anyway
+            stats.possibly_duplicated += int(getattr(exc, "possibly_applied", False))
             refused = {(e.get("input_array"), e.get("index")) for e in errors}
             for array, keys in plan.arrays.items():
                 for i, key in enumerate(keys):
