@@ -162,7 +162,7 @@ def emulator(
         kwargs = {"rate_limit": int(parts[2])} if len(parts) > 2 else {}
         state.add_workspace(Workspace(name=parts[0], api_key=parts[1], **kwargs))
     console.print(f"Braze emulator on http://127.0.0.1:{port} (workspaces: {', '.join(state.workspace_names())})")
-    serve(state, host="127.0.0.1", port=port)
+    serve(state, host="127.0.0.1", port=port, on_ready=lambda *_: None)
 
 
 @app.command()
