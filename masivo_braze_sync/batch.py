@@ -92,3 +92,13 @@ def pack_delete(external_ids: list[str], *, max_ids: int = 50, first_seq: int = 
 def min_requests(objects: int, per_request: int = 75) -> int:
     """The fewest requests that can carry `objects` objects."""
     return (objects + per_request - 1) // per_request
+
+
+def pack(
+    objects: pl.DataFrame, *, max_objects: int = 75, combined: bool = False, max_delete_ids: int = 50
+) -> list[RequestPlan]:
+    """All requests for an objects frame: `/users/track` ones first, then `/users/delete` ones."""
+    is_delete = pl.col("array") == "delete"
+    plans = pack_track(objects.filter(~is_delete), max_objects=max_objects, combined=combined)
+    deletes = objects.filter(is_delete).get_column("key").to_list()
+    return plans + pack_delete(deletes, max_ids=max_delete_ids, first_seq=len(plans))

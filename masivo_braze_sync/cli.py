@@ -56,7 +56,7 @@ def db_init(
 def _entity_names(entity: EntityName) -> list[str]:
     from masivo_braze_sync.entities import ENTITIES
 
-    return list(ENTITIES) if entity is EntityName.all else [entity.value]
+    return list(ENTITIES) if entity.value == "all" else [entity.value]
 
 
 @app.command()

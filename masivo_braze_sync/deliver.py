@@ -32,6 +32,7 @@ class DeliveryStats:
     rate_limited: int = 0
     possibly_duplicated: int = 0  # requests whose earlier attempt may have landed
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    rejected_keys: set[str] = field(default_factory=set)  # objects Braze refused
 
     def add(self, other: DeliveryStats) -> None:
         """Accumulate another batch's counts."""
@@ -46,6 +47,7 @@ class DeliveryStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.reject_reasons.items():
             self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
+        self.rejected_keys |= other.rejected_keys
 
 
 def _error_reason(error: dict) -> str:
@@ -107,6 +109,7 @@ async def deliver(
                     if (array, i) not in refused:
                         reason = f"Braze answered {exc.status_code} for the request carrying this object"
                         rejects.append((key, reason))
+                        stats.rejected_keys.add(key)
                         stats.reject_reasons[reason] = stats.reject_reasons.get(reason, 0) + 1
             stats.rejected += plan.object_count - len(errors)
         refused_keys = set()
@@ -114,6 +117,7 @@ async def deliver(
             key = plan.key_at(str(error.get("input_array")), int(error.get("index", -1)))
             if key is not None and key not in refused_keys:
                 refused_keys.add(key)
+                stats.rejected_keys.add(key)
                 reason = _error_reason(error)
                 rejects.append((key, reason))
                 stats.reject_reasons[reason] = stats.reject_reasons.get(reason, 0) + 1

@@ -12,6 +12,7 @@ CONTRACT §9), and keys never sent are simply sent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -163,8 +164,13 @@ class Ledger:
                 [(self.account_id, self.consumer, k, s, r, batch_id) for k, s, r in rows],
             )
 
-    def commit(self, batch: BatchRef, rejected: pl.DataFrame) -> None:
-        """Move the cursor to the batch's end, close it and record its rejected rows, atomically."""
+    def commit(
+        self, batch: BatchRef, rejected: pl.DataFrame, on_commit: Callable[[psycopg.Connection], None] | None = None
+    ) -> None:
+        """Move the cursor to the batch's end, close it and record its rejected rows, atomically.
+
+        `on_commit(conn)` runs inside the same transaction (an entity's delivered-state update).
+        """
         assert batch.id is not None
         with self.db.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT 1 FROM braze_sync.batches WHERE id = %s AND status = 'open' FOR UPDATE", (batch.id,))
@@ -173,6 +179,8 @@ class Ledger:
             # a resumed batch re-validates the same rows: keep one reject per key and stage
             cur.execute("DELETE FROM braze_sync.rejected_rows WHERE batch_id = %s AND stage <> 'braze'", (batch.id,))
             self._insert_rejects(cur, list(rejected.select("key", "stage", "reason").iter_rows()), batch.id)
+            if on_commit is not None:
+                on_commit(conn)
             write_cursor(conn, consumer=self.consumer, account_id=self.account_id, position=batch.range.upto)
             cur.execute(
                 "UPDATE braze_sync.batches SET status = 'committed', committed_at = now() WHERE id = %s",

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 
 from masivo_braze_sync.accounts import AccountConfig
-from masivo_braze_sync.batch import pack_track
+from masivo_braze_sync.batch import pack
 from masivo_braze_sync.capture import Position, next_range, read_cursor
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
-from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity
+from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import ConfigurationError, SyncError
 from masivo_braze_sync.extract import read_range
 from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
@@ -53,6 +53,8 @@ class AccountSummary:
     seconds: float = 0.0
     error: str | None = None
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    #: entity-specific counts (customers: attributes sent vs a full re-send)
+    metrics: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """Plain dict (JSON-able)."""
@@ -90,6 +92,8 @@ class AccountRun:
         self._started = 0.0
         self._dry_position: Position | None = None
         self._rejects: list[pl.DataFrame] = []
+        self._states: list[pl.DataFrame] = []
+        self._refused: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -185,13 +189,13 @@ class AccountRun:
     def validate(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Rows that may go on; the rest are counted as skipped or kept as rejected."""
         out = self.entity.validate(frame, self.ctx)
-        self._note(out.rejected, out.skipped)
+        self._note(out)
         return out.frame
 
     def transform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Valid rows as Braze objects (key, array, body)."""
         out = self.entity.transform(frame, self.ctx)
-        self._note(out.rejected, out.skipped)
+        self._note(out)
         return out.frame
 
     async def deliver(self, batch: BatchRef, objects: pl.DataFrame) -> DeliveryStats:
@@ -199,13 +203,15 @@ class AccountRun:
         unknown: set[str] = set()
         if batch.resumed and batch.id is not None:
             state = self.ledger.take_over(batch.id)
-            if state.done_keys:
+            if state.done_keys and not self.entity.idempotent:
                 objects = objects.filter(~pl.col("key").is_in(list(state.done_keys)))
             unknown = state.unknown_keys
-        plans = pack_track(
+        s = self.settings
+        plans = pack(
             objects,
-            max_objects=self.settings.objects_per_request,
+            max_objects=s.objects_per_request,
             combined=self.account.combined_object_limit,
+            max_delete_ids=s.delete_ids_per_request,
         )
         if self.dry_run:
             for plan in plans:
@@ -213,24 +219,32 @@ class AccountRun:
             stats = DeliveryStats(requests=len(plans), objects_sent=sum(p.object_count for p in plans))
             self._add(stats)
             return stats
-        dup = [bool(unknown) and not unknown.isdisjoint(p.keys) for p in plans]
+        dup = [bool(unknown) and not self.entity.idempotent and not unknown.isdisjoint(p.keys) for p in plans]
         ids = self.ledger.add_requests(batch.id, plans, dup)
-        stats = await deliver(
-            self.client, self.ledger, batch.id, plans, ids, concurrency=self.settings.braze_concurrency
-        )
+        stats = await deliver(self.client, self.ledger, batch.id, plans, ids, concurrency=s.braze_concurrency)
         stats.possibly_duplicated += sum(dup)
+        self._refused |= stats.rejected_keys
         self._add(stats)
         return stats
 
     def commit(self, batch: BatchRef) -> None:
-        """Record the batch's rejected rows and move the cursor past it."""
+        """Record the batch's rejected rows and delivered state; move the cursor past it."""
         rejected = pl.concat(self._rejects) if self._rejects else pl.DataFrame(schema=REJECT_SCHEMA)
-        self._rejects.clear()
+        state = pl.concat(self._states) if self._states else None
+        if state is not None and self._refused:
+            state = state.filter(~pl.col("key").is_in(list(self._refused)))  # Braze did not take them
+        self._rejects, self._states, self._refused = [], [], set()
         self.summary.batches += 1
         if self.dry_run:
             self._dry_position = batch.range.upto
             return
-        self.ledger.commit(batch, rejected)
+        on_commit = None
+        if state is not None and state.height:
+
+            def on_commit(conn, state=state) -> None:
+                self.entity.commit_state(conn, self.ctx, state)
+
+        self.ledger.commit(batch, rejected, on_commit)
 
     async def run(self) -> AccountSummary:
         """Every stage for every batch until the backlog is empty (no orchestration)."""
@@ -242,13 +256,17 @@ class AccountRun:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def _note(self, rejected: pl.DataFrame, skipped: dict[str, int]) -> None:
-        if rejected.height:
-            self._rejects.append(rejected)
-            self.summary.rejected += rejected.height
-        for reason, n in skipped.items():
+    def _note(self, out: Prepared) -> None:
+        if out.rejected.height:
+            self._rejects.append(out.rejected)
+            self.summary.rejected += out.rejected.filter(pl.col("stage") != "field").height
+        if out.state is not None:
+            self._states.append(out.state)
+        for reason, n in out.skipped.items():
             self.summary.skipped += n
             self.summary.skip_reasons[reason] = self.summary.skip_reasons.get(reason, 0) + n
+        for name, n in out.metrics.items():
+            self.summary.metrics[name] = self.summary.metrics.get(name, 0) + n
 
     def _add(self, stats: DeliveryStats) -> None:
         s = self.summary

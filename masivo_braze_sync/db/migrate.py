@@ -50,6 +50,7 @@ def current_revision(db: Database) -> str | None:
     """The sync schema's migration revision, or None before `db init`."""
     with db.engine.connect() as conn:
         try:
-            return conn.execute(sa.text("SELECT version_num FROM braze_sync.alembic_version")).scalar()
+            rows = conn.execute(sa.text("SELECT version_num FROM braze_sync.alembic_version")).scalars().all()
+            return ",".join(sorted(rows)) or None
         except sa.exc.ProgrammingError:
             return None

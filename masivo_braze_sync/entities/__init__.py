@@ -1,9 +1,10 @@
 """Per-entity mappings from Masivo rows to Braze objects. Each one is an `Entity`."""
 
-from masivo_braze_sync.entities.base import Entity, Prepared
+from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared
 from masivo_braze_sync.entities.events import EVENTS
 
-#: every entity the pipeline can sync, by consumer name (`sync all` runs them in this order)
-ENTITIES: dict[str, Entity] = {EVENTS.name: EVENTS}
+#: every entity the pipeline can sync, by consumer name, in the order `sync all` runs them
+#: (customers first: their deletes must reach Braze before anything else is sent for them)
+ENTITIES: dict[str, Entity] = {e.name: e for e in (EVENTS,)}
 
-__all__ = ["ENTITIES", "EVENTS", "Entity", "Prepared"]
+__all__ = ["ENTITIES", "EVENTS", "AccountContext", "Entity", "Prepared"]

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
+import psycopg
 
-#: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON)
+#: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON).
+#: `array` is a /users/track array (attributes, events, purchases) or "delete" (/users/delete; the
+#: body is then unused and the key is the external id to delete)
 OBJECT_SCHEMA = {"key": pl.String, "array": pl.String, "body": pl.Binary}
 #: frame of rows not sent: key, stage, reason
 REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
@@ -19,11 +22,17 @@ REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
 
 @dataclass
 class Prepared:
-    """The outcome of validate or transform: rows to go on, rows rejected, rows skipped by rule."""
+    """The outcome of validate or transform: rows to go on, rows rejected, rows skipped by rule.
+
+    `state` is what the entity wants remembered once the batch is delivered (for example the
+    hashes of the fields sent), keyed by `key`; `metrics` are extra counts for the run summary.
+    """
 
     frame: pl.DataFrame
     rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECT_SCHEMA))
     skipped: dict[str, int] = field(default_factory=dict)
+    state: pl.DataFrame | None = None
+    metrics: dict[str, int] = field(default_factory=dict)
 
     def merge_skipped(self, other: dict[str, int]) -> None:
         """Add another stage's skip counts to these."""
@@ -50,6 +59,10 @@ class Entity:
     toggle: str
     #: SQL for the changed rows over a log range: $1 account, $2/$3 after (txid, id), $4/$5 upto
     extract_sql: str
+    #: whether re-sending an object is harmless (attribute sets, deletes). After a crash, an
+    #: idempotent entity re-sends its whole interrupted batch (so the state it commits is exactly
+    #: what was sent); a non-idempotent one (events, purchases) skips what the ledger says landed.
+    idempotent: bool = False
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Business rules and Braze field rules on whole columns."""
@@ -58,3 +71,6 @@ class Entity:
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Valid rows to Braze objects (OBJECT_SCHEMA); rows that cannot be mapped are rejected."""
         raise NotImplementedError
+
+    def commit_state(self, conn: psycopg.Connection, ctx: AccountContext, state: pl.DataFrame) -> None:
+        """Store `state` rows of delivered keys, inside the transaction that moves the cursor."""
