@@ -15,12 +15,14 @@ from prefect import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flows.customers import sync_customers
 from flows.events import sync_events
 
 
 def main() -> None:
     """Register the deployments and run their schedules until interrupted."""
     serve(
+        sync_customers.to_deployment(name="sync-customers", cron="*/5 * * * *", concurrency_limit=1),
         sync_events.to_deployment(name="sync-events", cron="* * * * *", concurrency_limit=1),
         pause_on_shutdown=False,
     )

@@ -97,7 +97,7 @@ async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list
     """Run `sync_account` for every account with the entity's toggle on; raise if any failed."""
     spec = ENTITIES[entity]
     db = Database.from_settings()
-    accounts = [a for a in await asyncio.to_thread(_load, db, account_ids) if a.is_on(spec.toggle)]
+    accounts = [a for a in await asyncio.to_thread(_load, db, account_ids) if spec.is_enabled(a)]
     limit = asyncio.Semaphore(get_settings().account_concurrency)
 
     async def one(account: AccountConfig) -> AccountSummary:

@@ -106,7 +106,7 @@ def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
     for name in names:
         spec = ENTITIES[name]
         summaries = []
-        for acct in (a for a in accounts if a.is_on(spec.toggle)):
+        for acct in (a for a in accounts if spec.is_enabled(a)):
 
             def emit(body: bytes, _acct=acct.account_id) -> None:
                 out.write(f"{_acct}\t".encode() + body + b"\n")

@@ -2,8 +2,8 @@
 
 Embedded Postgres (unless MASIVO_DATABASE_URL is set), Prefect's ephemeral API (unless
 PREFECT_API_URL is set) and the Braze emulator in this process. It seeds three demo accounts,
-syncs them, prints the per-account summary and what the emulator received, then syncs again to
-show that nothing is sent twice.
+syncs them, prints the per-account summary and what the emulator received, then changes a few
+customers and syncs again: only what changed is sent, and nothing twice.
 """
 
 from __future__ import annotations
@@ -74,16 +74,33 @@ def seed_account(db: Database, account_id: str, *, endpoint: str, api_key: str, 
             """,
             {"a": account_id, "n": customers, "e": events},
         )
-        # a customer who left: events for them must never reach Braze
-        conn.execute(
-            "UPDATE public.customers SET deleted_at = now() WHERE account_id = %s AND id = %s",
-            (account_id, f"{account_id}-c1"),
+        conn.execute(  # bad values: dropped per field with a recorded reason, the rest goes
+            "UPDATE public.customers SET email = 'not-an-email', dob = '2999-01-01' WHERE account_id = %s AND id = %s",
+            (account_id, f"{account_id}-c2"),
         )
+
+
+def change_accounts(db: Database, account_ids: tuple[str, ...]) -> None:
+    """What happens between two syncs: a customer leaves, a few change tier, one is only touched."""
+    with db.connection() as conn:
+        for account_id in account_ids:
+            conn.execute(
+                "UPDATE public.customers SET deleted_at = now() WHERE account_id = %s AND id = %s",
+                (account_id, f"{account_id}-c1"),
+            )
+            conn.execute(
+                "UPDATE public.customers SET tier = 'DIAMOND' WHERE account_id = %s AND id = ANY(%s)",
+                (account_id, [f"{account_id}-c{i}" for i in range(3, 13)]),
+            )
+            conn.execute(  # touched, unchanged: must cost nothing
+                "UPDATE public.customers SET updated_at = now() WHERE account_id = %s AND id = %s",
+                (account_id, f"{account_id}-c20"),
+            )
 
 
 def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
     """Seed, sync, report; returns the process exit code."""
-    from flows.events import sync_events
+    from flows import FLOWS
     from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace
     from masivo_braze_sync.pipeline import AccountSummary
     from masivo_braze_sync.report import print_summaries
@@ -110,15 +127,18 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
             f"seeded {len(DEMO_ACCOUNTS)} accounts x {events_per_account:,} events; Braze emulator at {server.url}"
         )
         code = 0
-        for attempt in ("first run", "second run (nothing new: nothing sent)"):
-            try:
-                summaries = [AccountSummary(**r) for r in asyncio.run(sync_events(account_ids=list(DEMO_ACCOUNTS)))]
-            except AccountSyncFailed as exc:
-                summaries, code = exc.summaries, 1
+        for n, attempt in enumerate(("first run", "second run: one customer deleted, ten changed tier")):
+            if n:
+                change_accounts(db, DEMO_ACCOUNTS)
             console.rule(attempt)
-            print_summaries(console, "events", summaries)
+            for entity, sync in FLOWS.items():
+                try:
+                    summaries = [AccountSummary(**r) for r in asyncio.run(sync(account_ids=list(DEMO_ACCOUNTS)))]
+                except AccountSyncFailed as exc:
+                    summaries, code = exc.summaries, 1
+                print_summaries(console, entity, summaries)
         table = Table(title="What the Braze emulator received", title_justify="left")
-        for col in ("workspace", "requests", "events stored", "profiles", "objects refused", "429s"):
+        for col in ("workspace", "requests", "profiles", "events stored", "purchases", "deleted", "429s"):
             table.add_column(col, justify="left" if col == "workspace" else "right")
         for account_id in DEMO_ACCOUNTS:
             stats = state.stats(account_id)
@@ -126,9 +146,10 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
             table.add_row(
                 account_id,
                 f"{stats.requests:,}",
-                f"{sum(len(p.events) for p in profiles.values()):,}",
                 f"{len(profiles):,}",
-                f"{stats.rejected_objects:,}",
+                f"{sum(len(p.events) for p in profiles.values()):,}",
+                f"{sum(len(p.purchases) for p in profiles.values()):,}",
+                f"{len(state.deleted_ids(account_id)):,}",
                 f"{stats.rate_limited:,}",
             )
         console.print(table)

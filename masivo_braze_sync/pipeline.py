@@ -82,7 +82,7 @@ class AccountRun:
         self.dry_run = dry_run
         self.transport = transport
         self.printer = printer or (lambda body: None)
-        self.ctx = AccountContext(account.account_id, account.currency)
+        self.ctx = AccountContext(account.account_id, account.currency, dict(account.toggles))
         self.ledger = Ledger(db, entity.name, account.account_id)
         self.summary = AccountSummary(account.account_id, entity.name)
         self.client = None

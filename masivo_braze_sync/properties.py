@@ -68,3 +68,38 @@ def flatten_properties(properties: dict[str, Any] | None) -> dict[str, Any]:
         if len(out) > MAX_PROPERTIES:
             raise RecordRejected(f"more than {MAX_PROPERTIES} properties after flattening")
     return out
+
+
+def flatten_fields(obj: dict[str, Any] | None, *, prefix: str = "") -> tuple[dict[str, Any], dict[str, str]]:
+    """Flatten a JSON object into custom attributes where a problem drops only that field.
+
+    Same key and value rules as `flatten_properties`, but lenient: returns the fields that are
+    valid (`prefix` + flattened key) and, per field dropped, the reason (reasons name keys only).
+    """
+    fields: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    if not obj:
+        return fields, problems
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 0) for k, v in reversed(list(obj.items()))]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+            problems[prefix + path] = f"'{path[:60]}' is nested deeper than {MAX_DEPTH} levels"
+            continue
+        if isinstance(value, dict):
+            stack.extend((f"{path}_{k}", v, depth + 1) for k, v in reversed(list(value.items())))
+            continue
+        if isinstance(value, list):
+            stack.extend((f"{path}_{i}", v, depth + 1) for i, v in reversed(list(enumerate(value))))
+            continue
+        key = prefix + path
+        try:
+            key = prefix + clean_key(path)
+            if len(key) > MAX_KEY:
+                raise RecordRejected(f"attribute key '{key[:60]}...' is longer than {MAX_KEY} characters")
+            if key in fields:
+                raise RecordRejected(f"'{key}' collides with another key after flattening")
+            fields[key] = _scalar(key, value)
+        except RecordRejected as exc:
+            problems[key] = exc.reason
+    return fields, problems

@@ -53,3 +53,11 @@ def print_summaries(console: Console, entity: str, summaries: list[AccountSummar
     for s in summaries:
         if s.error:
             console.print(f"  [red]{s.account_id}[/]: {s.error}")
+    sent = sum(s.metrics.get("attributes_sent", 0) for s in summaries)
+    full = sum(s.metrics.get("attributes_full_resend", 0) for s in summaries)
+    if full:
+        saved = 100 * (1 - sent / full) if full else 0
+        console.print(
+            f"  attributes sent: {sent:,} (billed data points); a full re-send would cost {full:,} "
+            f"({saved:.0f}% saved by sending only changed fields)"
+        )

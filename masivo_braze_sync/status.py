@@ -36,7 +36,7 @@ def status_rows(conn: psycopg.Connection) -> list[dict]:
                 {
                     "account_id": acct.account_id,
                     "entity": name,
-                    "enabled": acct.is_on(spec.toggle),
+                    "enabled": spec.is_enabled(acct),
                     "backlog": backlog(conn, entities=spec.captured, account_id=acct.account_id, after=cursor),
                     "last_success": last_ok,
                     "last_error": last_err if (err_at and (not last_ok or err_at > last_ok)) else None,

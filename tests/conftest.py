@@ -21,12 +21,7 @@ from masivo_braze_sync.db.migrate import init_database
 from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace
 from masivo_braze_sync.settings import Settings, get_settings
 
-TABLES = (
-    "public.audience_members, public.audiences, public.order_items, public.orders, public.events, "
-    "public.customers, public.braze_integrations, public.accounts, braze_sync.change_log, "
-    "braze_sync.cursors, braze_sync.deliveries, braze_sync.batches, braze_sync.rejected_rows, "
-    "braze_sync.run_summaries"
-)
+SOURCE_TABLES = "accounts, braze_integrations, customers, events, orders, order_items, audiences, audience_members"
 
 # fast failure paths in tests: tiny backoff, short timeouts
 TEST_ENV = {
@@ -74,7 +69,15 @@ def db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]
     get_settings.cache_clear()
     database = Database(database_url)
     with database.connection() as conn:
-        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        # every table of the sync schema (entities add their own) and Masivo's tables
+        sync_tables = [
+            f"braze_sync.{t}"
+            for (t,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'braze_sync' AND tablename <> 'alembic_version'"
+            )
+        ]
+        sources = [f"public.{t.strip()}" for t in SOURCE_TABLES.split(",")]
+        conn.execute(f"TRUNCATE {', '.join(sources + sync_tables)} RESTART IDENTITY CASCADE")
     yield database
     database.dispose()
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import polars as pl
 import psycopg
 
+from masivo_braze_sync.accounts import AccountConfig
+
 #: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON).
 #: `array` is a /users/track array (attributes, events, purchases) or "delete" (/users/delete; the
 #: body is then unused and the key is the external id to delete)
@@ -46,6 +48,8 @@ class AccountContext:
 
     account_id: str
     currency: str = "USD"
+    #: the integration's toggles (`sync_events`, `sync_customer_tags`, ...)
+    toggles: dict[str, bool] = field(default_factory=dict)
 
 
 class Entity:
@@ -63,6 +67,10 @@ class Entity:
     #: idempotent entity re-sends its whole interrupted batch (so the state it commits is exactly
     #: what was sent); a non-idempotent one (events, purchases) skips what the ledger says landed.
     idempotent: bool = False
+
+    def is_enabled(self, account: AccountConfig) -> bool:
+        """Whether this entity syncs for the account (integration enabled, toggle on)."""
+        return account.is_on(self.toggle)
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Business rules and Braze field rules on whole columns."""

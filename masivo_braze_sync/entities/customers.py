@@ -1,0 +1,318 @@
+"""Masivo customers → Braze user profiles (`/users/track` attributes, `/users/delete`).
+
+`external_id` = the customer id. Field mapping (CONTRACT §5.2):
+
+- email → email: trimmed; not an address ⇒ field dropped.
+- phone → phone: E.164 when it can be normalised (the country as default region), else as written.
+- first_name, last_name, city → first_name, last_name, home_city: over 255 characters ⇒ dropped.
+- language → language: reduced to its ISO 639-1 code (`es-CO` → `es`); unknown ⇒ dropped.
+- gender → gender: MALE→M, FEMALE→F, OTHER→O (M/F/O/N/P kept), null stays null, else dropped.
+- dob → dob: `YYYY-MM-DD`; in the future or before 1900 ⇒ dropped.
+- country → country: ISO 3166-1 alpha-2 (case-insensitive); anything else ⇒ dropped.
+- status, tier, points → custom attributes masivo_status, masivo_tier, masivo_points.
+- attributes (jsonb) → one custom attribute per key, flattened `parent_child`; a key equal to a
+  standard field or starting with `masivo_` gets the prefix `attr_`.
+- tags (jsonb), with the Customer tags toggle → masivo_tag_<key>: string, number or boolean
+  (other values dropped); a removed key is sent as null.
+
+Only changed fields are sent: `braze_sync.customer_state` keeps, per customer, a short hash of
+each field last delivered. A touched row whose values did not change sends nothing; a field that
+became null (or a removed attribute or tag key) is sent as null. A dropped field is not sent and
+keeps its previous hash, so it goes out once it is fixed. Each drop is recorded in
+`rejected_rows` with stage `field`; the rest of the profile goes.
+
+Toggles: create (customer never sent), update (already sent), delete (soft `deleted_at` or hard
+delete ⇒ `/users/delete`, 50 ids per request). A customer deleted before it was ever sent is not
+sent at all. Other entities skip deleted customers on their own (they read `deleted_at`), so
+nothing re-creates a deleted profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import phonenumbers
+import polars as pl
+import psycopg
+
+from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
+from masivo_braze_sync.entities.events import MAX_EXTERNAL_ID_BYTES
+from masivo_braze_sync.iso import COUNTRIES, LANGUAGES
+from masivo_braze_sync.properties import MAX_STRING, flatten_fields
+
+TOGGLES = ("sync_customers_create", "sync_customers_update", "sync_customers_delete", "sync_customer_tags")
+GENDERS = {"MALE": "M", "FEMALE": "F", "OTHER": "O", "M": "M", "F": "F", "O": "O", "N": "N", "P": "P"}
+STANDARD_FIELDS = frozenset(
+    {
+        "external_id", "user_alias", "braze_id", "email", "phone", "first_name", "last_name", "home_city",
+        "dob", "gender", "country", "language", "time_zone", "email_subscribe", "push_subscribe",
+        "subscription_groups", "current_location", "push_tokens", "date_of_first_session",
+        "date_of_last_session", "marked_email_as_spam_at", "facebook", "twitter", "bio",
+        "email_open_tracking_disabled", "email_click_tracking_disabled",
+    }
+)  # fmt: skip
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+TAG_PREFIX = "masivo_tag_"
+MIN_DOB_YEAR = 1900
+
+EXTRACT_SQL = """
+WITH changed AS (
+    SELECT entity_key, min(id) AS first_id
+    FROM braze_sync.change_log
+    WHERE entity = 'customers' AND account_id = $1
+      AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
+    GROUP BY entity_key
+)
+SELECT ch.entity_key AS key,
+       c.id IS NOT NULL AND c.deleted_at IS NULL AS active,
+       c.email, c.phone, c.first_name, c.last_name, c.gender, c.dob::text AS dob, c.country,
+       c.language, c.city, c.status, c.tier, c.points::text AS points,
+       c.tags::text AS tags, c.attributes::text AS attributes,
+       s.customer_id IS NOT NULL AND s.deleted_at IS NULL AS sent_before,
+       s.field_hashes::text AS field_hashes
+FROM changed ch
+LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = ch.entity_key
+LEFT JOIN braze_sync.customer_state s ON s.account_id = $1 AND s.customer_id = ch.entity_key
+ORDER BY ch.first_id
+"""
+
+STATE_SCHEMA = {"key": pl.String, "hashes": pl.String, "deleted": pl.Boolean}
+
+
+def value_hash(value: Any) -> str:
+    """A short, stable hash of a field's value (null included)."""
+    return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
+
+
+class _Fields:
+    """Collects one profile's fields and the reasons for the ones dropped."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.dropped: dict[str, str] = {}
+
+    def put(self, name: str, value: Any) -> None:
+        self.values[name] = value
+
+    def drop(self, name: str, why: str) -> None:
+        self.dropped[name] = f"field {name} dropped: {why}"
+
+    def text(self, name: str, value: str | None) -> None:
+        if value is not None and len(value) > MAX_STRING:
+            self.drop(name, f"longer than {MAX_STRING} characters")
+        else:
+            self.put(name, value)
+
+
+def _phone(raw: str, country: str | None) -> str:
+    try:
+        number = phonenumbers.parse(raw, country if country in COUNTRIES else None)
+    except phonenumbers.NumberParseException:
+        return raw.strip()
+    if phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return raw.strip()
+
+
+def _number(raw: str | None) -> int | float | None:
+    if raw is None:
+        return None
+    value = Decimal(raw)
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -> _Fields:
+    """The Braze fields of one customer row (all of them, nulls included), and the drops."""
+    today = today or date.today()
+    f = _Fields()
+    email = row["email"].strip() if row["email"] is not None else None
+    if email is not None and (len(email) > MAX_STRING or not EMAIL.match(email)):
+        f.drop("email", "not a valid email address")
+    else:
+        f.put("email", email)
+    country = row["country"].strip().upper() if row["country"] is not None else None
+    if country is not None and country not in COUNTRIES:
+        f.drop("country", "not an ISO 3166-1 alpha-2 code")
+        country = None
+    else:
+        f.put("country", country)
+    phone = _phone(row["phone"], country) if row["phone"] is not None else None
+    f.text("phone", phone)
+    f.text("first_name", row["first_name"])
+    f.text("last_name", row["last_name"])
+    f.text("home_city", row["city"])
+    language = row["language"]
+    if language is not None:
+        code = re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
+        if code in LANGUAGES:
+            f.put("language", code)
+        else:
+            f.drop("language", "not an ISO 639-1 language code")
+    else:
+        f.put("language", None)
+    gender = row["gender"]
+    if gender is None or gender.strip().upper() in GENDERS:
+        f.put("gender", GENDERS[gender.strip().upper()] if gender is not None else None)
+    else:
+        f.drop("gender", "not MALE, FEMALE or OTHER")
+    dob = row["dob"]
+    if dob is not None and (date.fromisoformat(dob) > today or date.fromisoformat(dob).year < MIN_DOB_YEAR):
+        f.drop("dob", "in the future" if date.fromisoformat(dob) > today else f"before {MIN_DOB_YEAR}")
+    else:
+        f.put("dob", dob)
+    f.text("masivo_status", row["status"])
+    f.text("masivo_tier", row["tier"])
+    f.put("masivo_points", _number(row["points"]))
+    custom = orjson.loads(row["attributes"]) if row["attributes"] else {}
+    if not isinstance(custom, dict):
+        f.drop("attributes", "not a JSON object")
+        custom = {}
+    flat, problems = flatten_fields(custom)
+    for key, problem in problems.items():
+        f.dropped[_custom_name(key)] = f"custom attribute dropped: {problem}"
+    for key, value in flat.items():
+        f.put(_custom_name(key), value)
+    if tags:
+        tag_values = orjson.loads(row["tags"]) if row["tags"] else {}
+        if not isinstance(tag_values, dict):
+            f.drop("tags", "not a JSON object")
+            tag_values = {}
+        for key, value in tag_values.items():
+            name = TAG_PREFIX + str(key)
+            if len(name) > MAX_STRING:
+                f.drop(name[:60] + "...", f"key longer than {MAX_STRING} characters")
+            elif isinstance(value, dict | list):
+                f.drop(name, "not a string, number or boolean")
+            elif isinstance(value, str):
+                f.text(name, value)
+            else:
+                f.put(name, value)
+    return f
+
+
+def _custom_name(key: str) -> str:
+    # a custom key must not shadow a standard field or our own masivo_ attributes
+    return f"attr_{key}" if key in STANDARD_FIELDS or key.startswith("masivo_") else key
+
+
+class CustomersEntity(Entity):
+    """Customers as Braze user profiles: create, update (changed fields only), delete, tags."""
+
+    name = "customers"
+    captured = ("customers",)
+    toggle = "sync_customers_update"
+    extract_sql = EXTRACT_SQL
+    idempotent = True  # attribute sets and deletes can be repeated without harm (only billed)
+
+    def is_enabled(self, account: AccountConfig) -> bool:
+        """The flow runs when any of create, update or delete is on."""
+        return any(account.is_on(t) for t in TOGGLES[:3])
+
+    def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Decide per customer: upsert, delete, or skip (toggle off, deleted before ever sent)."""
+        on = {t: ctx.toggles.get(t, False) for t in TOGGLES}
+        verdict = (
+            pl.when(pl.col("key").str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
+            .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
+            .when(pl.col("active") & ~pl.col("sent_before"))
+            .then(pl.lit("upsert" if on["sync_customers_create"] else "skip:create toggle off"))
+            .when(pl.col("active"))
+            .then(pl.lit("upsert" if on["sync_customers_update"] else "skip:update toggle off"))
+            .when(~pl.col("sent_before"))
+            .then(pl.lit("skip:deleted before it was ever sent"))
+            .otherwise(pl.lit("delete" if on["sync_customers_delete"] else "skip:delete toggle off"))
+            .alias("action")
+        )
+        judged = frame.with_columns(verdict)
+        ok = judged.filter(pl.col("action").is_in(["upsert", "delete"]))
+        out = judged.filter(~pl.col("action").is_in(["upsert", "delete"])).with_columns(
+            pl.col("action").str.splitn(":", 2).struct.rename_fields(["kind", "reason"])
+        )
+        out = out.unnest("action") if out.height else out.with_columns(kind=pl.lit(""), reason=pl.lit(""))
+        skipped = out.filter(pl.col("kind") == "skip").group_by("reason").len()
+        rejected = out.filter(pl.col("kind") == "reject").select("key", pl.lit("validate").alias("stage"), "reason")
+        return Prepared(
+            frame=ok,
+            rejected=rejected.cast(REJECT_SCHEMA),
+            skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
+        )
+
+    def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Changed fields as one attributes object per customer; deletes as delete objects."""
+        tags = ctx.toggles.get("sync_customer_tags", False)
+        keys, arrays, bodies = [], [], []
+        state_rows: list[tuple[str, str | None, bool]] = []
+        drops: list[tuple[str, str, str]] = []
+        sent = full = 0
+        for row in frame.iter_rows(named=True):
+            key = row["key"]
+            if row["action"] == "delete":
+                keys.append(key)
+                arrays.append("delete")
+                bodies.append(b"")
+                state_rows.append((key, None, True))
+                continue
+            fields = map_profile(row, tags=tags)
+            drops.extend((key, "field", reason) for reason in fields.dropped.values())
+            previous: dict[str, str] = orjson.loads(row["field_hashes"]) if row["sent_before"] else {}
+            hashes = {name: value_hash(value) for name, value in fields.values.items()}
+            changed = {
+                name: value
+                for name, value in fields.values.items()
+                if previous.get(name) != hashes[name] and (row["sent_before"] or value is not None)
+            }
+            kept = dict(hashes)
+            for name, old in previous.items():
+                if name in hashes:
+                    continue
+                if name in fields.dropped or (name.startswith(TAG_PREFIX) and not tags):
+                    kept[name] = old  # not sent this time: remember what Braze still has
+                else:
+                    changed[name] = None  # the key disappeared: remove the attribute in Braze
+            full += sum(v is not None for v in fields.values.values())
+            if not changed:
+                continue  # nothing Braze does not already have: no data point spent
+            sent += len(changed)
+            keys.append(key)
+            arrays.append("attributes")
+            bodies.append(orjson.dumps({"external_id": key, **changed}))
+            state_rows.append((key, orjson.dumps(kept).decode(), False))
+        return Prepared(
+            frame=pl.DataFrame({"key": keys, "array": arrays, "body": bodies}, schema=OBJECT_SCHEMA),
+            rejected=pl.DataFrame(drops, schema=REJECT_SCHEMA, orient="row"),
+            state=pl.DataFrame(state_rows, schema=STATE_SCHEMA, orient="row"),
+            metrics={"attributes_sent": sent, "attributes_full_resend": full, "fields_dropped": len(drops)},
+        )
+
+    def commit_state(self, conn: psycopg.Connection, ctx: AccountContext, state: pl.DataFrame) -> None:
+        """Remember the hashes of what was delivered; mark delivered deletes."""
+        upserts = state.filter(~pl.col("deleted"))
+        deletes = state.filter(pl.col("deleted"))
+        if upserts.height:
+            conn.execute(
+                """
+                INSERT INTO braze_sync.customer_state (account_id, customer_id, field_hashes)
+                SELECT %s, k, h::jsonb FROM unnest(%s::text[], %s::text[]) AS u(k, h)
+                ON CONFLICT (account_id, customer_id) DO UPDATE SET
+                  field_hashes = EXCLUDED.field_hashes, last_sent_at = now(),
+                  first_sent_at = CASE WHEN customer_state.deleted_at IS NULL
+                                       THEN customer_state.first_sent_at ELSE now() END,
+                  deleted_at = NULL
+                """,
+                (ctx.account_id, upserts["key"].to_list(), upserts["hashes"].to_list()),
+            )
+        if deletes.height:
+            conn.execute(
+                "UPDATE braze_sync.customer_state SET deleted_at = now(), field_hashes = '{}'::jsonb "
+                "WHERE account_id = %s AND customer_id = ANY(%s)",
+                (ctx.account_id, deletes["key"].to_list()),
+            )
+
+
+CUSTOMERS = CustomersEntity()
