@@ -23,11 +23,14 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
-class EntityName(StrEnum):
-    """What `sync` can run."""
+def _entity_choices() -> dict[str, str]:
+    from masivo_braze_sync.entities import ENTITIES
 
-    events = "events"
-    all = "all"
+    return {name: name for name in [*ENTITIES, "all"]}
+
+
+#: what `sync` can run: every registered entity, or all of them
+EntityName = StrEnum("EntityName", _entity_choices())
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -129,6 +132,27 @@ def summary_table_text(name: str, summaries: list) -> object:
     from masivo_braze_sync.report import summary_table
 
     return summary_table(f"{name} (dry run)", summaries)
+
+
+@app.command("resync-audience")
+def resync_audience(
+    account_id: Annotated[str, typer.Argument(help="The Masivo account.")],
+    audience_id: Annotated[str, typer.Argument(help="The audience to re-send.")],
+) -> None:
+    """Re-send the audience's attribute (true) to every current member; non-zero if it failed."""
+    from flows.audiences import resync_audience as resync_flow
+    from masivo_braze_sync.pipeline import AccountSummary
+    from masivo_braze_sync.report import print_summaries
+    from masivo_braze_sync.resync import ResyncFailed
+
+    try:
+        summary = AccountSummary(**asyncio.run(resync_flow(account_id=account_id, audience_id=audience_id)))
+    except ResyncFailed as exc:
+        print_summaries(console, "audience resync", [exc.summary])
+        raise _fail(str(exc), 1) from None
+    except SyncError as exc:  # unknown account or audience, busy, configuration: nothing sent
+        raise _fail(str(exc), 1) from None
+    print_summaries(console, "audience resync", [summary])
 
 
 @app.command()
