@@ -21,6 +21,7 @@ from masivo_braze_sync.errors import AccountSyncFailed, SyncError
 from masivo_braze_sync.pipeline import AccountBusy, AccountRun, AccountSummary
 from masivo_braze_sync.settings import get_settings
 from tasks import stages
+from tasks.concurrency import prefect_budget, shared_server_configured
 
 SUMMARY_COLUMNS = (
     "account_id",
@@ -59,7 +60,9 @@ async def sync_account(entity: str, account_id: str) -> dict:
     accounts = await asyncio.to_thread(_load, db, [account_id])
     if not accounts:
         raise SyncError(f"account {account_id}: no Braze integration configured")
-    run = AccountRun(db, ENTITIES[entity], accounts[0])
+    run = AccountRun(
+        db, ENTITIES[entity], accounts[0], budget_factory=prefect_budget if shared_server_configured() else None
+    )
     run.flow_run_id = flow_run.get_id()
     key = None
     try:

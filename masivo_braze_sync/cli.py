@@ -207,3 +207,7 @@ def main() -> None:  # pragma: no cover - console entry point
     """Entry point."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     app()
+
+
+if __name__ == "__main__":  # `python -m masivo_braze_sync.cli`
+    main()

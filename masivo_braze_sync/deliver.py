@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from masivo_braze_sync.batch import DELETE, RequestPlan
+from masivo_braze_sync.budget import SharedBudget
 from masivo_braze_sync.errors import ConfigurationError, PermanentError, RetryableError
 from masivo_braze_sync.ledger import Ledger, Outcome
 
@@ -64,6 +65,7 @@ async def deliver(
     *,
     concurrency: int,
     on_progress: Callable[[int], None] | None = None,
+    budgets: dict[str, SharedBudget] | None = None,
 ) -> DeliveryStats:
     """Send `plans` (ledger rows `delivery_ids`), at most `concurrency` at a time.
 
@@ -164,6 +166,11 @@ async def deliver(
             if any(w.done() for w in workers):
                 break
             ids = delivery_ids[start : start + block]
+            if budgets:  # other processes send to this workspace too: take our share first
+                deletes = sum(p.endpoint == DELETE for p in plans[start : start + block])
+                for bucket, n in (("track", len(ids) - deletes), ("delete", deletes)):
+                    if n and bucket in budgets:
+                        await budgets[bucket].take(n)
             await asyncio.to_thread(ledger.mark_sending, ids)
             for plan, delivery_id in zip(plans[start : start + block], ids, strict=True):
                 queue.put_nowait((plan, delivery_id))

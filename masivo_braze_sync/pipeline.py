@@ -18,6 +18,7 @@ import polars as pl
 
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
+from masivo_braze_sync.budget import SharedBudget
 from masivo_braze_sync.capture import Position, next_range, read_cursor
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
@@ -74,6 +75,7 @@ class AccountRun:
         dry_run: bool = False,
         transport=None,
         printer: Callable[[bytes], None] | None = None,
+        budget_factory: Callable[[str, str, int, float], SharedBudget] | None = None,
     ) -> None:
         self.db = db
         self.entity = entity
@@ -82,6 +84,11 @@ class AccountRun:
         self.dry_run = dry_run
         self.transport = transport
         self.printer = printer or (lambda body: None)
+        #: builds the cross-process budget of a (workspace, bucket, limit, window); None = this process only
+        self.budget_factory = budget_factory
+        self.budgets: dict[str, SharedBudget] = {}
+        #: called with the number of requests answered, as they are (progress bars)
+        self.on_progress: Callable[[int], None] | None = None
         self.ctx = AccountContext(account.account_id, account.currency, dict(account.toggles))
         self.ledger = Ledger(db, entity.name, account.account_id)
         self.summary = AccountSummary(account.account_id, entity.name)
@@ -128,7 +135,13 @@ class AccountRun:
                 self._record_summary()
         finally:
             if self._lock_conn is not None:
-                self._lock_conn.close()  # ends the session: releases the advisory lock
+                # unlock before closing: the server drops a closed session's locks only when its
+                # backend exits, after close() returns, so the next run could find the lock held
+                try:
+                    self._lock_conn.execute("SELECT pg_advisory_unlock_all()")
+                except Exception:  # the session is closing anyway
+                    log.debug("advisory unlock failed; closing the session releases it", exc_info=True)
+                self._lock_conn.close()
 
     async def _open_client(self):
         from masivo_braze_sync.braze import BrazeClient, BrazeSettings, limiters
@@ -141,6 +154,11 @@ class AccountRun:
         s = self.settings
         track_limit, track_window = self.account.track_limit(s)
         delete_limit, delete_window = self.account.delete_limit(s)
+        if self.budget_factory is not None:
+            self.budgets = {
+                "track": self.budget_factory(self.account.workspace, "track", track_limit, track_window),
+                "delete": self.budget_factory(self.account.workspace, "delete", delete_limit, delete_window),
+            }
         try:
             return BrazeClient(
                 self.account.rest_endpoint,
@@ -221,7 +239,16 @@ class AccountRun:
             return stats
         dup = [bool(unknown) and not self.entity.idempotent and not unknown.isdisjoint(p.keys) for p in plans]
         ids = self.ledger.add_requests(batch.id, plans, dup)
-        stats = await deliver(self.client, self.ledger, batch.id, plans, ids, concurrency=s.braze_concurrency)
+        stats = await deliver(
+            self.client,
+            self.ledger,
+            batch.id,
+            plans,
+            ids,
+            concurrency=s.braze_concurrency,
+            budgets=self.budgets,
+            on_progress=self.on_progress,
+        )
         stats.possibly_duplicated += sum(dup)
         self._refused |= stats.rejected_keys
         self._add(stats)
