@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_table_artifact
+from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
 from prefect.runtime import flow_run
 
 from masivo_braze_sync.accounts import AccountConfig, load_accounts
@@ -68,12 +68,15 @@ async def sync_account(entity: str, account_id: str) -> dict:
     try:
         async with run:
             key = stages.register(run)
+            bar = await acreate_progress_artifact(0.0, description=f"{entity} backlog of account {account_id}")
             while (batch := await stages.next_batch(key)) is not None:
                 frame = await stages.extract(key, batch)
                 valid = await stages.validate(key, frame)
                 objects = await stages.transform(key, valid)
                 await stages.deliver(key, batch, objects)
                 await stages.commit(key, batch)
+                await aupdate_progress_artifact(bar, 100.0 * run.progress_done / max(run.progress_total, 1))
+            await aupdate_progress_artifact(bar, 100.0)
     except AccountBusy as exc:
         logger.warning("%s", exc)
         return run.summary.as_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated
 
@@ -69,9 +70,23 @@ def sync(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the payloads; send nothing, move no cursor.")
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Re-read every current row of the entity for --account (a new workspace)."),
+    ] = False,
+    resend: Annotated[
+        bool,
+        typer.Option("--resend", help="With --full: also send events/purchases the ledger says were delivered."),
+    ] = False,
 ) -> None:
     """Run the sync flow(s) once and exit; non-zero if any account failed."""
     names = _entity_names(entity)
+    if (full or resend) and not account:
+        raise _fail("--full re-sends a whole account: name it with --account ID")
+    if resend and not full:
+        raise _fail("--resend only makes sense with --full")
+    if full:
+        _queue_full(names, account, resend=resend, dry_run=dry_run)
     if dry_run:
         raise typer.Exit(_dry_run(names, account))
     from flows import FLOWS
@@ -81,7 +96,8 @@ def sync(
     failed: dict[str, str] = {}
     for name in names:
         try:
-            rows = asyncio.run(FLOWS[name](account_ids=account))
+            with _progress_bar(name):
+                rows = asyncio.run(FLOWS[name](account_ids=account))
             summaries = [AccountSummary(**r) for r in rows]
         except AccountSyncFailed as exc:
             summaries = exc.summaries
@@ -93,6 +109,97 @@ def sync(
         for where, why in sorted(failed.items()):
             err.print(f"[bold red]failed:[/] {where}: {why}")
         raise typer.Exit(1)
+
+
+def _queue_full(names: list[str], account_ids: list[str], *, resend: bool, dry_run: bool) -> None:
+    from masivo_braze_sync.accounts import known_account_ids
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.requeue import full_resync
+
+    db = Database.from_settings()
+    with db.connection() as conn:
+        unknown = sorted(set(account_ids) - known_account_ids(conn))
+    if unknown:
+        raise _fail(f"unknown account(s): {', '.join(unknown)}")
+    if dry_run:
+        raise _fail("--full queues rows for the next run; it cannot be combined with --dry-run")
+    for name in names:
+        for account_id in account_ids:
+            queued = full_resync(db, ENTITIES[name], account_id, resend=resend)
+            console.print(f"{name}/{account_id}: {queued:,} rows queued for a full sync")
+
+
+@contextmanager
+def _progress_bar(entity: str):
+    """A rich progress bar per account while a flow runs in this process (terminals only)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from masivo_braze_sync import progress
+
+    if not console.is_terminal:
+        yield
+        return
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    tasks: dict[str, object] = {}
+
+    def show(name: str, account_id: str, done: int, total: int) -> None:
+        if name != entity:
+            return
+        if account_id not in tasks:
+            tasks[account_id] = bars.add_task(f"{entity} {account_id}", total=total)
+        bars.update(tasks[account_id], completed=done, total=total)
+
+    progress.subscribe(show)
+    try:
+        with bars:
+            yield
+    finally:
+        progress.unsubscribe(show)
+
+
+@app.command()
+def rejected(
+    account: Annotated[list[str] | None, typer.Option("--account", help="Only this account (repeatable).")] = None,
+    entity: Annotated[str | None, typer.Option(help="Only this entity (customers, events, ...).")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many (newest first).")] = 50,
+) -> None:
+    """List rejected rows not retried yet, with the reason each was not sent."""
+    from rich.table import Table
+
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.requeue import list_rejected
+
+    rows, total = list_rejected(Database.from_settings(), account_ids=account, entity=entity, limit=limit)
+    if not rows:
+        console.print("no rejected rows waiting")
+        return
+    table = Table(title=f"rejected rows ({len(rows):,} of {total:,}, newest first)", title_justify="left")
+    for col in ("when", "account", "entity", "key", "stage", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.account_id, r.entity, r.key, r.stage, r.reason)
+    console.print(table)
+
+
+@app.command("retry-rejected")
+def retry_rejected(
+    account: Annotated[list[str] | None, typer.Option("--account", help="Only this account (repeatable).")] = None,
+    entity: Annotated[str | None, typer.Option(help="Only this entity (customers, events, ...).")] = None,
+) -> None:
+    """Queue rejected rows again (after fixing them); the next sync sends those now valid."""
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.requeue import retry_rejected as requeue
+
+    done = requeue(Database.from_settings(), ENTITIES, account_ids=account, entity=entity)
+    if not done:
+        console.print("no rejected rows waiting")
+        return
+    for (account_id, name), n in sorted(done.items()):
+        console.print(f"{name}/{account_id}: {n:,} rejected rows queued again; run `masivo-braze sync {name}`")
 
 
 def _dry_run(names: list[str], account_ids: list[str] | None) -> int:

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
+from masivo_braze_sync import progress
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.capture import Position, next_range, read_cursor
+from masivo_braze_sync.capture import Position, backlog, next_range, read_cursor
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
@@ -87,8 +88,11 @@ class AccountRun:
         #: builds the cross-process budget of a (workspace, bucket, limit, window); None = this process only
         self.budget_factory = budget_factory
         self.budgets: dict[str, SharedBudget] = {}
-        #: called with the number of requests answered, as they are (progress bars)
+        #: called with the number of requests answered, as they are
         self.on_progress: Callable[[int], None] | None = None
+        #: change-log rows waiting when the run started, and consumed since (progress)
+        self.progress_total = 0
+        self.progress_done = 0
         self.ctx = AccountContext(account.account_id, account.currency, dict(account.toggles))
         self.ledger = Ledger(db, entity.name, account.account_id)
         self.summary = AccountSummary(account.account_id, entity.name)
@@ -117,6 +121,7 @@ class AccountRun:
                 )
             try:
                 self.client = await self._open_client()
+                self._measure_backlog()
             except BaseException as exc:
                 # __aexit__ does not run when __aenter__ fails: release the lock and record it here
                 await self.__aexit__(type(exc), exc, exc.__traceback__)
@@ -177,6 +182,21 @@ class AccountRun:
             )
         except ConfigurationError as exc:
             raise type(exc)(f"account {self.account.account_id}: {exc}") from None
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def _measure_backlog(self) -> None:
+        with self.db.connection() as conn:
+            after = read_cursor(conn, consumer=self.entity.name, account_id=self.account.account_id)
+            self.progress_total = backlog(
+                conn, entities=self.entity.captured, account_id=self.account.account_id, after=after
+            )
+        progress.report(self.entity.name, self.account.account_id, 0, self.progress_total)
+
+    def _advance(self, rows: int) -> None:
+        self.progress_done += rows
+        self.progress_total = max(self.progress_total, self.progress_done)
+        progress.report(self.entity.name, self.account.account_id, self.progress_done, self.progress_total)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -262,6 +282,7 @@ class AccountRun:
             state = state.filter(~pl.col("key").is_in(list(self._refused)))  # Braze did not take them
         self._rejects, self._states, self._refused = [], [], set()
         self.summary.batches += 1
+        self._advance(batch.range.rows)
         if self.dry_run:
             self._dry_position = batch.range.upto
             return

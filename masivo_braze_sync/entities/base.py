@@ -82,3 +82,21 @@ class Entity:
 
     def commit_state(self, conn: psycopg.Connection, ctx: AccountContext, state: pl.DataFrame) -> None:
         """Store `state` rows of delivered keys, inside the transaction that moves the cursor."""
+
+    def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
+        """Queue every current row of the entity for the account again (`sync --full`).
+
+        Appends one change-log row (op `F`) per current row of the entity's first captured table;
+        the next run reads them like any change, paced like any run. Returns how many were queued.
+        Entities that must not re-send what was delivered override this (`resend=False`).
+        """
+        table = self.captured[0]
+        return conn.execute(
+            f"INSERT INTO braze_sync.change_log (account_id, entity, entity_key, op) "
+            f"SELECT account_id, '{table}', id, 'F' FROM public.{table} WHERE account_id = %s",
+            (account_id,),
+        ).rowcount
+
+    def requeue_entries(self, keys: list[str]) -> list[tuple[str, str]]:
+        """Change-log (entity, key) pairs that make the rows behind rejected keys go again."""
+        return [(self.captured[0], key) for key in keys]

@@ -315,4 +315,10 @@ class CustomersEntity(Entity):
             )
 
 
+    def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
+        """Forget what was delivered (a new workspace has none of it) and queue every customer."""
+        conn.execute("DELETE FROM braze_sync.customer_state WHERE account_id = %s", (account_id,))
+        return super().full_resync(conn, account_id, resend=resend)
+
+
 CUSTOMERS = CustomersEntity()

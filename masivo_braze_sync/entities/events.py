@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import orjson
 import polars as pl
+import psycopg
 
 from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import RecordRejected
@@ -135,6 +136,30 @@ class EventsEntity(Entity):
             schema=REJECT_SCHEMA,
         )
         return Prepared(frame=objects, rejected=rejects)
+
+
+    def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
+        """Queue every event again; unless `resend`, leave out those the ledger says were delivered
+        (Braze counts every event it receives: a second copy is a second occurrence)."""
+        delivered = (
+            ""
+            if resend
+            else """
+            AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.key = e.id)"""
+        )
+        return conn.execute(
+            f"""
+            WITH delivered AS MATERIALIZED (
+                SELECT DISTINCT unnest(keys) AS key FROM braze_sync.deliveries
+                WHERE consumer = 'events' AND account_id = %(a)s AND status = 'delivered'
+            )
+            INSERT INTO braze_sync.change_log (account_id, entity, entity_key, op)
+            SELECT e.account_id, 'events', e.id, 'F' FROM public.events e
+            WHERE e.account_id = %(a)s{delivered}
+            ORDER BY e.occurred_at
+            """,
+            {"a": account_id},
+        ).rowcount
 
 
 EVENTS = EventsEntity()
