@@ -113,3 +113,32 @@ def horizon_age_seconds(conn: psycopg.Connection) -> float:
         "WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL"
     ).fetchone()[0]
     return float(age or 0)
+
+
+PRUNE_SQL = """
+DELETE FROM braze_sync.change_log l
+WHERE l.entity = %(entity)s AND l.account_id = %(account_id)s
+  AND (l.txid, l.id) <= (%(txid)s::text::xid8, %(log_id)s)
+"""
+
+
+def prune(conn: psycopg.Connection, *, account_id: str, readers: dict[str, tuple[str, ...]]) -> int:
+    """Delete log rows every consumer that reads them has committed past (notes/change-capture.md §4).
+
+    `readers` maps consumer name → the log entities it reads. An entity's rows go only below the
+    lowest cursor of all its readers; a reader that never ran for the account keeps them all.
+    Open batches start at their consumer's cursor, so their rows are always kept.
+    """
+    by_entity: dict[str, list[str]] = {}
+    for consumer, entities in readers.items():
+        for entity in entities:
+            by_entity.setdefault(entity, []).append(consumer)
+    deleted = 0
+    for entity, consumers in by_entity.items():
+        lowest = min(read_cursor(conn, consumer=c, account_id=account_id) for c in consumers)
+        if lowest == Position.start():
+            continue
+        deleted += conn.execute(
+            PRUNE_SQL, {"entity": entity, "account_id": account_id, "txid": str(lowest.txid), "log_id": lowest.log_id}
+        ).rowcount
+    return deleted

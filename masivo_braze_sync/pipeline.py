@@ -20,7 +20,7 @@ from masivo_braze_sync import progress
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.capture import Position, backlog, next_range, read_cursor
+from masivo_braze_sync.capture import Position, backlog, next_range, prune, read_cursor
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
@@ -138,6 +138,8 @@ class AccountRun:
                 await self.client.aclose()
             if not self.dry_run:
                 self._record_summary()
+                if exc is None and self.summary.batches:
+                    self._prune()
         finally:
             if self._lock_conn is not None:
                 # unlock before closing: the server drops a closed session's locks only when its
@@ -324,6 +326,19 @@ class AccountRun:
         s.retries += stats.retries
         s.rate_limited += stats.rate_limited
         s.possibly_duplicated += stats.possibly_duplicated
+
+    def _prune(self) -> None:
+        from masivo_braze_sync.entities import ENTITIES  # every consumer's reads decide what may go
+
+        try:
+            with self.db.connection() as conn:
+                prune(
+                    conn,
+                    account_id=self.account.account_id,
+                    readers={name: spec.captured for name, spec in ENTITIES.items()},
+                )
+        except Exception:
+            log.warning("account %s: could not prune the change log", self.account.account_id, exc_info=True)
 
     def _record_summary(self) -> None:
         s = self.summary
