@@ -17,11 +17,12 @@ from prefect.runtime import flow_run
 from masivo_braze_sync.accounts import AccountConfig, load_accounts
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.entities import ENTITIES
-from masivo_braze_sync.errors import AccountSyncFailed, SyncError
+from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, SyncError
 from masivo_braze_sync.pipeline import AccountBusy, AccountRun, AccountSummary
 from masivo_braze_sync.settings import get_settings
 from tasks import stages
 from tasks.concurrency import prefect_budget, shared_server_configured
+from tasks.secrets import resolve_api_key
 
 SUMMARY_COLUMNS = (
     "account_id",
@@ -60,8 +61,17 @@ async def sync_account(entity: str, account_id: str) -> dict:
     accounts = await asyncio.to_thread(_load, db, [account_id])
     if not accounts:
         raise SyncError(f"account {account_id}: no Braze integration configured")
+    try:
+        # `prefect-secret:<block>` keys are loaded here, in the run; the key is never a parameter
+        account = await resolve_api_key(accounts[0])
+    except ConfigurationError as exc:
+        failed = AccountRun(db, ENTITIES[entity], accounts[0])  # never entered: only records the failure
+        failed.flow_run_id = flow_run.get_id()
+        failed.summary.status, failed.summary.error = "failed", str(exc)
+        await asyncio.to_thread(failed._record_summary)
+        raise AccountFailed(failed.summary) from None
     run = AccountRun(
-        db, ENTITIES[entity], accounts[0], budget_factory=prefect_budget if shared_server_configured() else None
+        db, ENTITIES[entity], account, budget_factory=prefect_budget if shared_server_configured() else None
     )
     run.flow_run_id = flow_run.get_id()
     key = None

@@ -11,6 +11,7 @@ in flight. Database calls run in a worker thread so they never stall the event l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,14 +67,16 @@ async def deliver(
     concurrency: int,
     on_progress: Callable[[int], None] | None = None,
     budgets: dict[str, SharedBudget] | None = None,
+    stats: DeliveryStats | None = None,
 ) -> DeliveryStats:
     """Send `plans` (ledger rows `delivery_ids`), at most `concurrency` at a time.
 
     Raises the first ConfigurationError (401/403, bad endpoint) or RetryableError that survived the
     client's retries, after recording every answer received so far: the batch stays open and the
     next run resumes it. Per-object refusals (201 + errors, 400) are recorded, not raised.
+    Counts go to `stats` when given, so a caller keeps those of a delivery that raised.
     """
-    stats = DeliveryStats()
+    stats = stats if stats is not None else DeliveryStats()
     outcomes: list[Outcome] = []
     rejects: list[tuple[str, str]] = []
     queue: asyncio.Queue[tuple[RequestPlan, int] | None] = asyncio.Queue()
@@ -84,12 +87,20 @@ async def deliver(
             batch_out, batch_rej = outcomes[:], rejects[:]
             outcomes.clear()
             rejects.clear()
-            await asyncio.to_thread(ledger.record_outcomes, batch_out, batch_rej, batch_id)
+            try:
+                await asyncio.to_thread(ledger.record_outcomes, batch_out, batch_rej, batch_id)
+            except Exception:  # not CancelledError: a cancelled write goes on in its thread
+                # not written (the database went away for a moment): keep them for the next flush
+                outcomes[:0] = batch_out
+                rejects[:0] = batch_rej
+                raise
 
     async def flusher() -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
-            await flush()
+            # a failed write is retried by the next flush; the last one (below) raises if it fails
+            with contextlib.suppress(Exception):
+                await flush()
 
     async def send(plan: RequestPlan, delivery_id: int) -> None:
         try:

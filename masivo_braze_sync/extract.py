@@ -31,6 +31,18 @@ def _connection(url: str) -> adbc.Connection:
 
 def read_frame(url: str, query: str, parameters: tuple) -> pl.DataFrame:
     """Run `query` ($1, $2 ... placeholders) and return the result as a polars frame."""
+    reused = url in (getattr(_local, "conns", None) or {})
+    try:
+        return _read(url, query, parameters)
+    except Exception:
+        if not reused:
+            raise
+    # the connection kept from an earlier read may have died since (a server restart): a read
+    # has no side effects, so it is tried once more on a fresh connection
+    return _read(url, query, parameters)
+
+
+def _read(url: str, query: str, parameters: tuple) -> pl.DataFrame:
     try:
         return pl.read_database(query, _connection(url), execute_options={"parameters": parameters})
     except Exception:

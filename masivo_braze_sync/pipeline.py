@@ -261,19 +261,23 @@ class AccountRun:
             return stats
         dup = [bool(unknown) and not self.entity.idempotent and not unknown.isdisjoint(p.keys) for p in plans]
         ids = self.ledger.add_requests(batch.id, plans, dup)
-        stats = await deliver(
-            self.client,
-            self.ledger,
-            batch.id,
-            plans,
-            ids,
-            concurrency=s.braze_concurrency,
-            budgets=self.budgets,
-            on_progress=self.on_progress,
-        )
-        stats.possibly_duplicated += sum(dup)
+        stats = DeliveryStats(possibly_duplicated=sum(dup))
+        try:
+            await deliver(
+                self.client,
+                self.ledger,
+                batch.id,
+                plans,
+                ids,
+                concurrency=s.braze_concurrency,
+                budgets=self.budgets,
+                on_progress=self.on_progress,
+                stats=stats,
+            )
+        finally:
+            # a delivery that gives up half-way still sent requests, some possibly twice: count them
+            self._add(stats)
         self._refused |= stats.rejected_keys
-        self._add(stats)
         return stats
 
     def commit(self, batch: BatchRef) -> None:

@@ -101,6 +101,75 @@ _NOT_SENT = (
 )
 
 
+#: httpcore's connection pool scans every connection it holds (and, for idle ones, every
+#: connection again) each time a request starts or ends, so its CPU per request grows with the
+#: square of the pool: 64 connections cost 3-5x the CPU per request of 8 (benchmarks/RESULTS.md).
+#: Pools of at most this many connections, side by side, give the same concurrency at 8's cost.
+SHARD_CONNECTIONS = 8
+
+
+class _ShardedTransport(httpx.AsyncBaseTransport):
+    """`concurrency` HTTP/1.1 connections as several small httpcore pools.
+
+    Each request goes to the pool with the fewest requests in flight, counted until its response
+    is closed (its connection is free again), so while the client's semaphore admits at most
+    `concurrency` requests some pool always has a free connection: a paced request never waits
+    for one, as with a single pool of `concurrency` connections.
+    """
+
+    def __init__(self, concurrency: int, *, trust_env: bool) -> None:
+        shards = math.ceil(concurrency / SHARD_CONNECTIONS)
+        size = math.ceil(concurrency / shards)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        ssl_context = httpx.create_ssl_context(trust_env=trust_env)  # one for all pools
+        self._pools = [
+            httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits)
+            for _ in range(shards)
+        ]
+        self._busy = [0] * shards
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        busy = self._busy
+        i = busy.index(min(busy))
+        busy[i] += 1
+        try:
+            response = await self._pools[i].handle_async_request(request)
+        except BaseException:
+            busy[i] -= 1
+            raise
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Releasing(response.stream, busy, i),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    """A response body that gives its pool's slot back once it is closed."""
+
+    def __init__(self, stream: Any, busy: list[int], index: int) -> None:
+        self._stream = stream
+        self._busy = busy
+        self._index: int | None = index
+
+    async def __aiter__(self) -> Any:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._index is not None:
+                self._busy[self._index] -= 1
+                self._index = None
+
+
 @dataclass(frozen=True)
 class BrazeSettings:
     """Client tuning; the defaults suit real Braze.
@@ -286,6 +355,8 @@ class BrazeClient:
             self.workspace, DELETE_BUCKET, DELETE_LIMIT, DELETE_WINDOW_SECONDS
         )
         is_local = not self.base_url.startswith("https://")
+        if transport is None:
+            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={

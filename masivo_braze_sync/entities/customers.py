@@ -30,6 +30,7 @@ nothing re-creates a deleted profile.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import date
 from decimal import Decimal
@@ -121,10 +122,27 @@ def _phone(raw: str, country: str | None) -> str:
 
 
 def _number(raw: str | None) -> int | float | None:
+    """A numeric column as JSON's number; ValueError when JSON cannot carry it (NaN, infinities,
+    beyond a double's range)."""
     if raw is None:
         return None
     value = Decimal(raw)
-    return int(value) if value == value.to_integral_value() else float(value)
+    if not value.is_finite():
+        raise ValueError("not a finite number")
+    if value == value.to_integral_value() and abs(value) < 2**63:
+        return int(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("beyond a double's range")
+    return number
+
+
+def _json(raw: str | None) -> Any:
+    """A jsonb column's value; ValueError when orjson cannot read it (1e400, 1,000+ levels)."""
+    try:
+        return orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        raise ValueError("holds a number out of range or nests over 1,000 levels") from None
 
 
 def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -> _Fields:
@@ -168,8 +186,15 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
         f.put("dob", dob)
     f.text("masivo_status", row["status"])
     f.text("masivo_tier", row["tier"])
-    f.put("masivo_points", _number(row["points"]))
-    custom = orjson.loads(row["attributes"]) if row["attributes"] else {}
+    try:
+        f.put("masivo_points", _number(row["points"]))
+    except ValueError as exc:
+        f.drop("masivo_points", str(exc))
+    try:
+        custom = _json(row["attributes"])
+    except ValueError as exc:
+        f.drop("attributes", str(exc))
+        custom = {}
     if not isinstance(custom, dict):
         f.drop("attributes", "not a JSON object")
         custom = {}
@@ -179,7 +204,11 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
     for key, value in flat.items():
         f.put(_custom_name(key), value)
     if tags:
-        tag_values = orjson.loads(row["tags"]) if row["tags"] else {}
+        try:
+            tag_values = _json(row["tags"])
+        except ValueError as exc:
+            f.drop("tags", str(exc))
+            tag_values = {}
         if not isinstance(tag_values, dict):
             f.drop("tags", "not a JSON object")
             tag_values = {}
@@ -220,6 +249,8 @@ class CustomersEntity(Entity):
         verdict = (
             pl.when(pl.col("key").str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
             .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
+            .when(pl.col("key").str.len_bytes() == 0)  # Braze refuses it (a delete: the whole request)
+            .then(pl.lit("reject:customer id is empty"))
             .when(pl.col("active") & ~pl.col("sent_before"))
             .then(pl.lit("upsert" if on["sync_customers_create"] else "skip:create toggle off"))
             .when(pl.col("active"))
@@ -313,7 +344,6 @@ class CustomersEntity(Entity):
                 "WHERE account_id = %s AND customer_id = ANY(%s)",
                 (ctx.account_id, deletes["key"].to_list()),
             )
-
 
     def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
         """Forget what was delivered (a new workspace has none of it) and queue every customer."""

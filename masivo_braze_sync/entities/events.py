@@ -11,18 +11,29 @@ Rules, in order:
 
 from __future__ import annotations
 
+from math import isfinite
+from typing import Any
+
 import orjson
 import polars as pl
 import psycopg
 
 from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import RecordRejected
-from masivo_braze_sync.properties import MAX_STRING, flatten_properties
+from masivo_braze_sync.properties import (
+    MAX_DEPTH,
+    MAX_KEY,
+    MAX_PROPERTIES,
+    MAX_STRING,
+    RESERVED_KEYS,
+    flatten_properties,
+)
 
 INTERNAL_EVENT_TYPES = frozenset(
     {"REGISTRATION", "FULFILL", "REVERSE", "EXPIRE", "CANCEL", "REDEEM_COUPON", "TIER_ADJUSTMENT"}
 )
 MAX_EXTERNAL_ID_BYTES = 987  # Braze: EXTERNAL_USER_ID_TOO_LARGE above this (CONTRACT §3.1)
+UNREADABLE_PROPERTIES = "properties hold a number out of range or nest over 1,000 levels"
 
 EXTRACT_SQL = """
 WITH changed AS (
@@ -46,6 +57,87 @@ LEFT JOIN public.events e ON e.id = ch.entity_key AND e.account_id = $1
 LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = e.customer_id
 ORDER BY ch.first_id
 """
+
+
+_INDEX = [str(i) for i in range(MAX_PROPERTIES + 1)]  # list positions as keys, built once
+#: What earlier rows taught about key paths: key -> (the cleaned Braze key, or None when no valid
+#: key can come from this path; the children's trie; the children's path prefix). Keys repeat from
+#: event to event, so the paths are built, `$`-stripped, renamed and length-checked once, not per row.
+_Trie = dict[str, tuple[str | None, dict, str]]
+_MAX_TRIE_ENTRIES = 100_000  # then it starts over: memory stays bounded whatever keys arrive
+_trie: _Trie = {}
+_trie_entries = 0
+
+
+def _learn(node: _Trie, prefix: str, k: str) -> tuple[str | None, dict, str]:
+    global _trie_entries
+    path = prefix + k  # TypeError for a key that is not a string: the caller falls back
+    key = path.lstrip("$") if path[:1] == "$" else path
+    key = RESERVED_KEYS.get(key, key)
+    entry = (key if key and len(key) <= MAX_KEY else None, {}, path + "_")
+    node[k] = entry  # a race between threads only builds the same entry twice
+    _trie_entries += 1
+    return entry
+
+
+def _walk(items: Any, node: _Trie, prefix: str, depth: int, out: dict[str, Any]) -> bool:
+    """Flatten `items` ((key, value) pairs at `depth`) into `out`; False when a rule may reject."""
+    if depth > MAX_DEPTH:
+        return False
+    for k, value in items:
+        entry = node.get(k) or _learn(node, prefix, k)
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_STRING:
+                return False
+        elif kind is int or kind is bool or value is None:
+            pass
+        elif kind is float:
+            if not isfinite(value):
+                return False
+        elif kind is dict:
+            if value and not _walk(value.items(), entry[1], entry[2], depth + 1, out):
+                return False
+            continue
+        elif kind is list:
+            if value and not _walk(_indexed(value), entry[1], entry[2], depth + 1, out):
+                return False
+            continue
+        else:  # a type orjson never produces (subclasses included)
+            return False
+        key = entry[0]
+        if key is None or key in out:
+            return False
+        out[key] = value
+        if len(out) > MAX_PROPERTIES:
+            return False
+    return True
+
+
+def _indexed(values: list) -> Any:
+    n = len(values)
+    return zip(_INDEX if n <= MAX_PROPERTIES else map(str, range(n)), values, strict=False)  # _INDEX is longer
+
+
+def flatten_event_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    """`properties.flatten_properties`, with a fast path for what orjson parses from Postgres.
+
+    `flatten_properties` was ~70% of the transform (profiled: a tuple, an f-string and a key
+    clean-up per node). This is one recursive pass over exact JSON types that looks key paths up
+    in `_trie` instead of rebuilding them. It builds the same dict in the same order; at the first
+    value, key or count that a rule might refuse (or an unexpected type) it gives up and
+    `flatten_properties` runs instead, so rejections and their reasons come from there unchanged.
+    """
+    global _trie, _trie_entries
+    if _trie_entries > _MAX_TRIE_ENTRIES:
+        _trie, _trie_entries = {}, 0
+    out: dict[str, Any] = {}
+    try:
+        if _walk(properties.items(), _trie, "", 0, out):
+            return out
+    except TypeError:
+        pass
+    return flatten_properties(properties)
 
 
 def _rejects(frame: pl.DataFrame, stage: str) -> pl.DataFrame:
@@ -118,9 +210,12 @@ class EventsEntity(Entity):
                     parsed = loads(raw)
                     if not isinstance(parsed, dict):
                         raise RecordRejected("properties are not a JSON object")
-                    props = flatten_properties(parsed)
+                    props = flatten_event_properties(parsed)
                 except RecordRejected as exc:
                     rejected.append((key, exc.reason))
+                    continue
+                except orjson.JSONDecodeError:  # jsonb holds what a double cannot (1e400), or 1,000+ levels
+                    rejected.append((key, UNREADABLE_PROPERTIES))
                     continue
                 if props:
                     event["properties"] = props
@@ -136,7 +231,6 @@ class EventsEntity(Entity):
             schema=REJECT_SCHEMA,
         )
         return Prepared(frame=objects, rejected=rejects)
-
 
     def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
         """Queue every event again; unless `resend`, leave out those the ledger says were delivered

@@ -1,0 +1,668 @@
+"""Masivo orders → Braze purchases (`/users/track` `purchases`, CONTRACT §7).
+
+The unit is the order: a change to an order or to any of its lines makes the sync read the order
+again (current status, current lines, the customer) together with what Braze already has for it,
+from `braze_sync.purchase_lines` (one row per order line and sign, written in the transaction that
+moves the cursor). What is sent is the difference between what the order should count for and what
+was sent, under one rule: **each line gets at most one purchase and at most one reversal**.
+
+- `FULFILLED`: every line not sent yet becomes a purchase: `product_id` = sku, `currency` = the
+  order's or else the account's, `price` = unit price, `quantity` = line quantity, `time` =
+  `fulfilled_at`, properties `order_id`, `line_no`, `product_name` and the line's own properties
+  flattened (a line key equal to one of those three is renamed `line_<key>`). A quantity over 100
+  is split into purchases of 100 and a remainder (Braze caps `quantity` at 100).
+- `REVERSED`, `CANCELLED`, or the order row deleted: every line sent and not reversed yet is sent
+  again with the negative price of what was sent (ledger values, not the current line), same sku,
+  quantity split and currency; `time` = `reversed_at` / `cancelled_at` / the deletion; properties
+  `reversal: true`, `reversal_reason`, `original_time`. A line deleted from a fulfilled order
+  after it was sent is reversed the same way (`LINE_DELETED`). An order never sent sends nothing.
+- Refulfilment: an order fulfilled again after its reversal was sent is not sent again (recorded
+  as rejected with the reason); an order that leaves `FULFILLED` for another status (`PENDING`)
+  and comes back sends nothing new. A line edited after it was sent is not re-sent (recorded).
+- Held orders: a line with a quantity below 1 or over 100,000 (1,000 purchases), a missing or
+  non-finite price, an empty sku or one over 255 characters, a name over 255 characters or
+  properties that cannot be made valid is rejected with its reason. The rest of the order goes
+  only when every rejected line carries no revenue (quantity 0 or price 0): otherwise the whole
+  order is held (recorded with the line numbers) so that Braze never shows a partial order, and
+  it is sent once a later change (or `retry-rejected`) fixes it. A currency that is not ISO 4217
+  holds the order.
+- skipped (counted): the customer is deleted (Braze would re-create the profile); the order is
+  not fulfilled, or was reversed, cancelled or deleted before it was ever sent.
+- rejected: the customer does not exist, its id is empty or over 987 bytes, the order id is over
+  255 characters (it travels as a property).
+
+Keys: a purchase object's key is `<order id>/<line no>/<+|->/<part>` (part = index in the split),
+stable across runs, so the pipeline's delivery ledger never re-sends a part that landed. An
+interrupted attempt at a batch is resumed with what may have landed (the open batch's delivery
+rows, read by the extract query): those parts are rebuilt with the same keys and recorded at
+commit even if the order moved on meanwhile (reversed, say), so the reversal sent later matches.
+Rejected rows are keyed by the order id (order-level reasons), by the line's change-log key
+`["<order id>", <line no>]` (line-level reasons), or by the purchase key (objects Braze refused);
+`retry-rejected` queues the order behind any of them. `sync --full` queues every order: lines the
+ledger says were sent are not sent again, unless `--resend` (a new workspace), which forgets the
+account's ledger first. Reasons carry ids and rule names only, never values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+import polars as pl
+import psycopg
+from psycopg.types.json import Jsonb
+
+from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
+from masivo_braze_sync.errors import RecordRejected
+from masivo_braze_sync.iso4217 import is_currency
+from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
+
+PLUS, MINUS = "+", "-"
+MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (CONTRACT §7)
+MAX_PARTS = 1000  # a line needing more purchases than this is refused (quantity over 100,000)
+MAX_EXTERNAL_ID_BYTES = 987
+FULFILLED = "FULFILLED"
+TERMINAL = ("REVERSED", "CANCELLED")
+DELETED = "ORDER_DELETED"  # status of an order whose row is gone
+LINE_DELETED = "LINE_DELETED"
+LINK_KEYS = ("order_id", "line_no", "product_name")
+
+STATE_SCHEMA = {
+    "key": pl.String,
+    "order_id": pl.String,
+    "line_no": pl.Int64,
+    "sign": pl.String,
+    "part": pl.Int64,
+    "customer_id": pl.String,
+    "product_id": pl.String,
+    "currency": pl.String,
+    "unit_price": pl.String,  # signed, as a decimal string (no float rounding in the ledger)
+    "quantity": pl.Int64,
+    "time": pl.String,
+    "reason": pl.String,
+}
+
+
+def _ts(expr: str) -> str:
+    return f"""to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+
+EXTRACT_SQL = f"""
+WITH changed AS (
+    SELECT CASE WHEN entity = 'orders' THEN entity_key ELSE (entity_key::jsonb) ->> 0 END AS order_id,
+           min(id) AS first_id,
+           max(created_at) FILTER (WHERE entity = 'orders' AND op = 'D') AS deleted_at
+    FROM braze_sync.change_log
+    WHERE entity IN ('orders', 'order_items') AND account_id = $1
+      AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
+    GROUP BY 1
+),
+-- an interrupted attempt at this batch: the keys it planned and what became of each
+open_batch AS (
+    SELECT id FROM braze_sync.batches WHERE consumer = 'purchases' AND account_id = $1 AND status = 'open'
+),
+planned AS (
+    SELECT k AS key,
+           bool_or(d.status = 'delivered') AS delivered,
+           bool_or(d.status IN ('sending', 'unknown')) AS maybe,
+           EXISTS (SELECT 1 FROM braze_sync.rejected_rows r JOIN open_batch ob ON r.batch_id = ob.id
+                   WHERE r.stage = 'braze' AND r.entity_key = k) AS refused
+    FROM open_batch b
+    JOIN braze_sync.deliveries d ON d.batch_id = b.id
+    CROSS JOIN LATERAL unnest(d.keys) AS k
+    GROUP BY k
+),
+prior AS (
+    SELECT substring(key FROM '^(.*)/-?[0-9]+/[+-]/[0-9]+$') AS order_id,
+           jsonb_object_agg(key, CASE WHEN refused THEN 'refused' WHEN delivered THEN 'landed'
+                                      WHEN maybe THEN 'maybe' ELSE 'planned' END) AS keys
+    FROM planned
+    GROUP BY 1
+)
+SELECT ch.order_id AS key,
+       o.id IS NOT NULL AS present,
+       coalesce(o.customer_id, s.customer_id) AS customer_id,
+       o.status,
+       nullif(btrim(o.currency::text), '') AS currency,
+       {_ts("o.fulfilled_at")} AS fulfilled_at,
+       {_ts("o.reversed_at")} AS reversed_at,
+       {_ts("o.cancelled_at")} AS cancelled_at,
+       {_ts("o.updated_at")} AS updated_at,
+       {_ts("coalesce(ch.deleted_at, now())")} AS deleted_at,
+       {_ts("now()")} AS read_at,
+       CASE WHEN c.id IS NULL THEN 'missing'
+            WHEN c.deleted_at IS NOT NULL THEN 'deleted'
+            ELSE 'active' END AS customer_state,
+       li.lines::text AS lines,
+       s.lines::text AS sent,
+       pr.keys::text AS prior
+FROM changed ch
+LEFT JOIN public.orders o ON o.account_id = $1 AND o.id = ch.order_id
+LEFT JOIN LATERAL (
+    SELECT min(p.customer_id) AS customer_id,
+           jsonb_agg(jsonb_build_object(
+               'line_no', p.line_no, 'sign', p.sign, 'customer_id', p.customer_id,
+               'product_id', p.product_id, 'currency', p.currency, 'unit_price', p.unit_price::text,
+               'split', p.split, 'time', {_ts("p.purchase_time")})) AS lines
+    FROM braze_sync.purchase_lines p
+    WHERE p.account_id = $1 AND p.order_id = ch.order_id
+) s ON true
+LEFT JOIN LATERAL (
+    SELECT jsonb_agg(jsonb_build_object(
+               'line_no', i.line_no, 'sku', i.sku, 'name', i.name, 'quantity', i.quantity,
+               'unit_price', i.unit_price::text, 'properties', i.properties) ORDER BY i.line_no) AS lines
+    FROM public.order_items i
+    WHERE i.account_id = $1 AND i.order_id = ch.order_id
+) li ON true
+LEFT JOIN prior pr ON pr.order_id = ch.order_id
+LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = coalesce(o.customer_id, s.customer_id)
+ORDER BY ch.first_id
+"""
+
+
+def split_quantity(quantity: int) -> list[int]:
+    """Quantities of at most 100 that sum to `quantity` (>= 1): 250 → [100, 100, 50]."""
+    full, rest = divmod(quantity, MAX_QUANTITY)
+    return [MAX_QUANTITY] * full + ([rest] if rest else [])
+
+
+PURCHASE_KEY = re.compile(r"(.*)/-?[0-9]+/[+-]/[0-9]+", re.DOTALL)
+
+
+def line_key(order_id: str, line_no: int) -> str:
+    """The key of a line in rejected rows: the change log's `order_items` key, `["o1", 2]`."""
+    return f"[{orjson.dumps(order_id).decode()}, {line_no}]"
+
+
+def order_of(key: str) -> str:
+    """The order behind any key this entity records: an order id, a line key or a purchase key."""
+    if key.startswith("["):
+        try:
+            value = orjson.loads(key)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+            return value[0]
+    match = PURCHASE_KEY.fullmatch(key)
+    return match.group(1) if match else key
+
+
+def purchase_key(order_id: str, line_no: int, sign: str, part: int) -> str:
+    """The ledger key of one purchase object: `o1/1/+/0`."""
+    return f"{order_id}/{line_no}/{sign}/{part}"
+
+
+def parse_key(key: str) -> tuple[str, int, str, int]:
+    """(order id, line no, sign, part) of a purchase key; order ids may contain '/'."""
+    order_id, line_no, sign, part = key.rsplit("/", 3)
+    return order_id, int(line_no), sign, int(part)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return Decimal("NaN")
+
+
+def _price(value: Decimal) -> float:
+    return float(value) + 0.0  # + 0.0: no "-0.0" in payloads
+
+
+@dataclass
+class Side:
+    """One side (purchase or reversal) of a line as Braze has it, or will once this batch lands."""
+
+    customer_id: str
+    product_id: str
+    currency: str
+    unit_price: Decimal  # signed
+    parts: dict[int, int]  # part number -> quantity
+    time: str
+
+    @classmethod
+    def from_ledger(cls, row: dict[str, Any]) -> Side:
+        return cls(
+            row["customer_id"],
+            row["product_id"],
+            row["currency"],
+            Decimal(row["unit_price"]),
+            {int(k): int(v) for k, v in row["split"].items()},
+            row["time"],
+        )
+
+
+@dataclass
+class Line:
+    """A current order line that can be sent."""
+
+    line_no: int
+    product_id: str
+    unit_price: Decimal
+    quantity: int
+    properties: dict[str, Any]
+
+    @property
+    def split(self) -> list[int]:
+        return split_quantity(self.quantity)
+
+
+class LineRejected(RecordRejected):
+    """A line that cannot be sent; `zero_revenue` when dropping it leaves the order's revenue whole."""
+
+    def __init__(self, reason: str, *, zero_revenue: bool) -> None:
+        super().__init__(reason)
+        self.zero_revenue = zero_revenue
+
+
+def check_line(order_id: str, raw: dict[str, Any]) -> Line:
+    """A current line as a `Line`, or LineRejected with the first rule it breaks."""
+    line_no = raw["line_no"]
+    quantity = raw.get("quantity")
+    price = _decimal(raw.get("unit_price"))
+    zero = quantity == 0 or (price is not None and price.is_finite() and price == 0)
+
+    def reject(reason: str) -> LineRejected:
+        return LineRejected(reason, zero_revenue=zero)
+
+    if quantity is None:
+        raise reject("quantity is missing")
+    if quantity < 1:
+        raise reject("quantity is below 1")
+    if quantity > MAX_QUANTITY * MAX_PARTS:
+        raise reject(f"quantity is over {MAX_QUANTITY * MAX_PARTS} (more than {MAX_PARTS} purchases)")
+    if price is None:
+        raise reject("unit price is missing")
+    if not price.is_finite():
+        raise reject("unit price is not a finite number")
+    sku = raw.get("sku")
+    if not isinstance(sku, str) or not sku:
+        raise reject("sku is empty")
+    if len(sku) > MAX_STRING:
+        raise reject(f"sku is longer than {MAX_STRING} characters")
+    name = raw.get("name")
+    if name is not None and len(name) > MAX_STRING:
+        raise reject(f"product name is longer than {MAX_STRING} characters")
+    props: dict[str, Any] = {"order_id": order_id, "line_no": line_no}
+    if name:
+        props["product_name"] = name
+    own = raw.get("properties")
+    if own is not None and not isinstance(own, dict):
+        raise reject("properties are not a JSON object")
+    try:
+        flat = flatten_properties(own)
+    except RecordRejected as exc:
+        raise reject(exc.reason) from None
+    for key, value in flat.items():
+        if key in LINK_KEYS:
+            key = f"line_{key}"
+            if key in flat or key in props:
+                raise reject(f"properties collide on key '{key}'")
+        props[key] = value
+    if len(props) > MAX_PROPERTIES:
+        raise reject(f"more than {MAX_PROPERTIES} properties with the order link")
+    return Line(line_no, sku, price, quantity, props)
+
+
+def _currency(order_currency: str | None, ctx: AccountContext) -> str | None:
+    code = (order_currency or ctx.currency or "").strip().upper()
+    return code if is_currency(code) else None
+
+
+def _loads(text: str | None, empty: Any) -> Any:
+    return orjson.loads(text) if text else empty
+
+
+@dataclass
+class _Out:
+    """What the transform builds for a frame of orders."""
+
+    keys: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    state: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.metrics[name] = self.metrics.get(name, 0) + n
+
+    def emit(
+        self,
+        order_id: str,
+        line_no: int,
+        sign: str,
+        side: Side,
+        parts: Iterable[int],
+        properties: dict[str, Any],
+        reason: str | None = None,
+    ) -> None:
+        for part in sorted(parts):
+            key = purchase_key(order_id, line_no, sign, part)
+            quantity = side.parts[part]
+            body = {
+                "external_id": side.customer_id,
+                "product_id": side.product_id,
+                "currency": side.currency,
+                "price": _price(side.unit_price),
+                "quantity": quantity,
+                "time": side.time,
+                "properties": properties,
+            }
+            self.keys.append(key)
+            self.bodies.append(orjson.dumps(body))
+            self.state.append(
+                {
+                    "key": key,
+                    "order_id": order_id,
+                    "line_no": line_no,
+                    "sign": sign,
+                    "part": part,
+                    "customer_id": side.customer_id,
+                    "product_id": side.product_id,
+                    "currency": side.currency,
+                    "unit_price": str(side.unit_price),
+                    "quantity": quantity,
+                    "time": side.time,
+                    "reason": reason,
+                }
+            )
+            self.count("purchases" if sign == PLUS else "reversals")
+
+
+class _Order:
+    """One changed order: its current row, what Braze has of it, and what an interrupted attempt sent."""
+
+    def __init__(self, row: dict[str, Any], ctx: AccountContext) -> None:
+        self.id: str = row["key"]
+        self.row = row
+        self.status: str = (row["status"] or "") if row["present"] else DELETED
+        self.customer_id: str = row["customer_id"]
+        self.currency = _currency(row["currency"], ctx)
+        self.lines: dict[int, dict[str, Any]] = (
+            {raw["line_no"]: raw for raw in _loads(row["lines"], [])} if row["present"] else {}
+        )
+        self.sent: dict[tuple[int, str], Side] = {
+            (r["line_no"], r["sign"]): Side.from_ledger(r) for r in _loads(row["sent"], [])
+        }
+        self.prior: dict[tuple[int, str], dict[int, str]] = {}
+        for key, status in _loads(row["prior"], {}).items():
+            _, line_no, sign, part = parse_key(key)
+            self.prior.setdefault((line_no, sign), {})[part] = status
+
+    def live(self, line_no: int, sign: str) -> set[int]:
+        """Parts an interrupted attempt delivered, or sent without hearing back (may have landed)."""
+        return {p for p, s in self.prior.get((line_no, sign), {}).items() if s in ("landed", "maybe")}
+
+    def refused(self, line_no: int, sign: str) -> set[int]:
+        """Parts Braze refused in an interrupted attempt: never sent again, never recorded."""
+        return {p for p, s in self.prior.get((line_no, sign), {}).items() if s == "refused"}
+
+    def time(self, name: str) -> str:
+        return self.row[name] or self.row["updated_at"] or self.row["read_at"]
+
+    def reversal(self, line_no: int) -> tuple[str, str] | None:
+        """(reason, time) when the line's purchase must be reversed now, else None."""
+        if self.status == "REVERSED":
+            return "REVERSED", self.time("reversed_at")
+        if self.status == "CANCELLED":
+            return "CANCELLED", self.time("cancelled_at")
+        if self.status == DELETED:
+            return DELETED, self.row["deleted_at"]
+        if self.status == FULFILLED and line_no not in self.lines:
+            return LINE_DELETED, self.row["read_at"]
+        return None
+
+
+class PurchasesEntity(Entity):
+    """Order lines as Braze purchases, reversed with negative prices."""
+
+    name = "purchases"
+    captured = ("orders", "order_items")
+    toggle = "sync_purchases"
+    extract_sql = EXTRACT_SQL
+
+    def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Order-level rules on whole columns: what is never sent, and what cannot be."""
+        history = pl.col("sent").is_not_null() | pl.col("prior").is_not_null()
+        customer = pl.col("customer_id").fill_null("")
+        verdict = (
+            pl.when(~pl.col("present") & ~history)
+            .then(pl.lit("skip:order deleted before it was sent"))
+            .when(pl.col("customer_state") == "deleted")
+            .then(pl.lit("skip:customer deleted"))
+            .when(pl.col("present") & ~history & pl.col("status").is_in(list(TERMINAL)))
+            .then(pl.lit("skip:order reversed or cancelled before it was sent"))
+            .when(pl.col("present") & ~history & (pl.col("status").fill_null("") != FULFILLED))
+            .then(pl.lit("skip:order not fulfilled"))
+            .when(pl.col("customer_state") == "missing")
+            .then(pl.lit("reject:customer not found"))
+            .when(customer.str.len_bytes() == 0)
+            .then(pl.lit("reject:customer id is empty"))
+            .when(customer.str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
+            .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
+            .when(pl.col("key").str.len_chars() > MAX_STRING)
+            .then(pl.lit(f"reject:order id is longer than {MAX_STRING} characters"))
+            .otherwise(pl.lit(None, dtype=pl.String))
+            .alias("verdict")
+        )
+        judged = frame.with_columns(verdict)
+        ok = judged.filter(pl.col("verdict").is_null()).drop("verdict")
+        out = (
+            judged.filter(pl.col("verdict").is_not_null())
+            .with_columns(pl.col("verdict").str.splitn(":", 2).struct.rename_fields(["kind", "reason"]))
+            .unnest("verdict")
+        )
+        skipped = out.filter(pl.col("kind") == "skip").group_by("reason").len()
+        rejected = out.filter(pl.col("kind") == "reject").select(
+            pl.col("key"), pl.lit("validate").alias("stage"), pl.col("reason")
+        )
+        return Prepared(
+            frame=ok,
+            rejected=rejected.cast(REJECT_SCHEMA),
+            skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
+        )
+
+    def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
+        """Each order to the purchases and reversals it still owes Braze."""
+        out = _Out()
+        for row in frame.iter_rows(named=True):
+            self._order(_Order(row, ctx), out)
+        objects = pl.DataFrame(
+            {"key": out.keys, "array": ["purchases"] * len(out.keys), "body": out.bodies}, schema=OBJECT_SCHEMA
+        )
+        rejects = pl.DataFrame(
+            {
+                "key": [k for k, _ in out.rejected],
+                "stage": ["validate"] * len(out.rejected),
+                "reason": [r for _, r in out.rejected],
+            },
+            schema=REJECT_SCHEMA,
+        )
+        state = pl.DataFrame(out.state, schema=STATE_SCHEMA)
+        return Prepared(frame=objects, rejected=rejects, skipped=out.skipped, state=state, metrics=out.metrics)
+
+    def _order(self, order: _Order, out: _Out) -> None:
+        before = (len(out.keys), len(out.rejected))
+        # the purchase side of each line: ledger first, then what an interrupted attempt sent
+        plus: dict[int, Side] = {ln: s for (ln, sign), s in order.sent.items() if sign == PLUS}
+        to_send: dict[int, tuple[Line, set[int]]] = {}
+        resumed = sorted({ln for (ln, sign) in order.prior if sign == PLUS and ln not in plus and order.live(ln, PLUS)})
+        for ln in resumed:
+            line = self._current(order, ln)
+            parts = order.live(ln, PLUS)
+            if line is None or order.currency is None or not parts <= set(range(len(line.split))):
+                out.rejected.append((line_key(order.id, ln), "line changed after an interrupted send: not recorded"))
+                continue
+            to_send[ln] = (line, parts)  # what may have landed; all parts if the order still goes
+
+        closed = any(sign == MINUS for (_, sign) in order.sent) or any(
+            sign == MINUS and order.live(ln, sign) for (ln, sign) in order.prior
+        )
+        if order.status == FULFILLED:
+            if closed:
+                out.rejected.append((order.id, "order fulfilled again after its reversal was sent: not sent again"))
+            else:
+                self._fulfil(order, plus, to_send, out)
+            for ln, side in plus.items():
+                self._note_edit(order, ln, side, out)
+
+        for ln, (line, parts) in sorted(to_send.items()):
+            parts = parts - order.refused(ln, PLUS)
+            if not parts:
+                continue
+            split = line.split
+            side = Side(
+                order.customer_id,
+                line.product_id,
+                order.currency or "",
+                line.unit_price,
+                {p: split[p] for p in parts},
+                order.time("fulfilled_at"),
+            )
+            out.emit(order.id, ln, PLUS, side, parts, line.properties)
+            plus[ln] = side
+
+        for ln, side in sorted(plus.items()):
+            if (ln, MINUS) in order.sent:
+                continue
+            due = order.reversal(ln)
+            parts = set(side.parts) if due else order.live(ln, MINUS) & set(side.parts)
+            parts -= order.refused(ln, MINUS)
+            if not parts:
+                continue
+            reason, time = due or self._resumed_reversal(order)
+            minus = Side(side.customer_id, side.product_id, side.currency, -side.unit_price, side.parts, time)
+            props = {
+                "order_id": order.id,
+                "line_no": ln,
+                "reversal": True,
+                "reversal_reason": reason,
+                "original_time": side.time,
+            }
+            out.emit(order.id, ln, MINUS, minus, parts, props, reason)
+
+        if (len(out.keys), len(out.rejected)) == before:
+            nothing = {
+                FULFILLED: "order already sent",
+                "REVERSED": "reversal already sent",
+                "CANCELLED": "reversal already sent",
+                DELETED: "reversal already sent",
+            }.get(order.status, "order not fulfilled")
+            out.skipped[nothing] = out.skipped.get(nothing, 0) + 1
+
+    def _fulfil(
+        self, order: _Order, plus: dict[int, Side], to_send: dict[int, tuple[Line, set[int]]], out: _Out
+    ) -> None:
+        """Lines of a fulfilled order not sent yet: all of them, or none when the order is held."""
+        # lines an interrupted attempt started are candidates too: their other parts still go
+        candidates = [ln for ln in sorted(order.lines) if ln not in plus]
+        if not candidates:
+            return
+        if order.currency is None:
+            out.rejected.append((order.id, "currency is not an ISO 4217 code: order held"))
+            out.count("orders held")
+            return
+        good: list[Line] = []
+        held: list[int] = []
+        for ln in candidates:
+            try:
+                good.append(check_line(order.id, order.lines[ln]))
+            except LineRejected as exc:
+                out.rejected.append((line_key(order.id, ln), exc.reason))
+                if not exc.zero_revenue:
+                    held.append(ln)
+        if held:
+            shown = ", ".join(str(ln) for ln in held[:10]) + (", ..." if len(held) > 10 else "")
+            out.rejected.append(
+                (order.id, f"order held: line(s) {shown} cannot be sent and carry revenue; nothing of it is sent")
+            )
+            out.count("orders held")
+            return
+        for line in good:
+            to_send[line.line_no] = (line, set(range(len(line.split))))
+
+    def _current(self, order: _Order, line_no: int) -> Line | None:
+        raw = order.lines.get(line_no)
+        if raw is None:
+            return None
+        try:
+            return check_line(order.id, raw)
+        except LineRejected:
+            return None
+
+    def _note_edit(self, order: _Order, line_no: int, side: Side, out: _Out) -> None:
+        """A line of a fulfilled order edited after its purchase was sent: recorded, not re-sent."""
+        raw = order.lines.get(line_no)
+        if raw is None or (line_no, MINUS) in order.sent:
+            return
+        same = (
+            raw.get("sku") == side.product_id
+            and raw.get("quantity") == sum(side.parts.values())
+            and _decimal(raw.get("unit_price")) == side.unit_price
+            and order.currency == side.currency
+        )
+        if not same:
+            out.rejected.append((line_key(order.id, line_no), "line changed after it was sent: not sent again"))
+
+    @staticmethod
+    def _resumed_reversal(order: _Order) -> tuple[str, str]:
+        """Reason and time of a reversal an interrupted attempt sent, the order having moved on since."""
+        if order.row["reversed_at"]:
+            return "REVERSED", order.row["reversed_at"]
+        if order.row["cancelled_at"]:
+            return "CANCELLED", order.row["cancelled_at"]
+        return "UNKNOWN", order.row["read_at"]
+
+    def requeue_entries(self, keys: list[str]) -> list[tuple[str, str]]:
+        """`retry-rejected`: the orders behind rejected keys are read again."""
+        return [("orders", order_of(key)) for key in keys]
+
+    def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
+        """Queue every order (`sync --full`); with `resend` (a new workspace) forget what was sent first,
+        so every fulfilled order is sent again; without it, the ledger keeps anything from going twice."""
+        if resend:
+            conn.execute("DELETE FROM braze_sync.purchase_lines WHERE account_id = %s", (account_id,))
+        return super().full_resync(conn, account_id, resend=resend)
+
+    def commit_state(self, conn: psycopg.Connection, ctx: AccountContext, state: pl.DataFrame) -> None:
+        """Record each line side Braze accepted (its parts summed), in the cursor's transaction."""
+        sides: dict[tuple[str, int, str], dict[str, Any]] = {}
+        for r in state.iter_rows(named=True):
+            side = sides.setdefault((r["order_id"], r["line_no"], r["sign"]), r | {"split": {}})
+            side["split"][str(r["part"])] = r["quantity"]
+        rows = [
+            (
+                ctx.account_id,
+                order_id,
+                line_no,
+                sign,
+                s["customer_id"],
+                s["product_id"],
+                s["currency"],
+                Decimal(s["unit_price"]),
+                sum(s["split"].values()),
+                Jsonb(s["split"]),
+                s["time"],
+                s["reason"],
+            )
+            for (order_id, line_no, sign), s in sides.items()
+        ]
+        with conn.cursor() as cur:
+            # a conflict cannot happen (a recorded side is never built again); never overwrite one
+            cur.executemany(
+                "INSERT INTO braze_sync.purchase_lines (account_id, order_id, line_no, sign, customer_id, "
+                "product_id, currency, unit_price, quantity, split, purchase_time, reason) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::timestamptz, %s) "
+                "ON CONFLICT (account_id, order_id, line_no, sign) DO NOTHING",
+                rows,
+            )
+
+
+PURCHASES = PurchasesEntity()
