@@ -27,9 +27,11 @@ def budget_shape(limit: int, window_seconds: float, *, block: int = 64) -> tuple
     """(slots, decay per second) of a shared bucket that keeps N requests per W seconds.
 
     The bucket holds one block, taken at once and then sent over about `block * W / N` seconds by
-    the in-process pacer, so the decay satisfies `block + decay * W * (1 + block / N) <= N`:
-    about 96% of the limit for Braze's 3,000 per 3 s with blocks of 64.
+    the in-process pacer; one more block's worth is kept free for a block sent late (a busy
+    machine, a slow database write before it). So the decay satisfies
+    `2 * block + decay * W * (1 + block / N) <= N`: about 94% of the limit for Braze's 3,000 per
+    3 s with blocks of 64.
     """
     slots = max(1, min(block, limit // 10 or 1))
-    decay = max(0.01, (limit - slots) / (window_seconds * (1 + slots / limit)))
+    decay = max(0.01, (limit - 2 * slots) / (window_seconds * (1 + slots / limit)))
     return slots, decay

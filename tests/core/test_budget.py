@@ -12,7 +12,7 @@ def test_a_block_taken_at_once_and_spent_at_the_paced_rate_stays_under_the_limit
     slots, decay = budget_shape(limit, window)
     assert 1 <= slots <= max(1, limit // 10)
     spend = slots * window / limit  # seconds to spend one block at the workspace's own rate
-    assert slots + decay * (window + spend) <= limit + 1e-9
+    assert 2 * slots + decay * (window + spend) <= limit + 1e-9
 
 
 def test_braze_default_keeps_over_90_percent_of_the_limit() -> None:
