@@ -22,7 +22,6 @@ from masivo_braze_sync.settings import get_settings
 DEMO_ACCOUNTS = ("demo-andes", "demo-caribe", "demo-pampa")
 CUSTOMERS_PER_ACCOUNT = 500
 
-SYNC_TABLES = ("change_log", "cursors", "batches", "rejected_rows", "run_summaries")
 SOURCE_TABLES = ("audience_members", "audiences", "order_items", "orders", "events", "customers")
 
 
@@ -34,7 +33,11 @@ def reset_accounts(db: Database, account_ids: tuple[str, ...]) -> None:
             conn.execute(f"DELETE FROM public.{t} WHERE account_id = ANY(%s)", (ids,))
         conn.execute("DELETE FROM public.braze_integrations WHERE account_id = ANY(%s)", (ids,))
         conn.execute("DELETE FROM public.accounts WHERE id = ANY(%s)", (ids,))
-        for t in SYNC_TABLES:
+        sync_tables = conn.execute(
+            "SELECT table_name FROM information_schema.columns "
+            "WHERE table_schema = 'braze_sync' AND column_name = 'account_id'"
+        ).fetchall()
+        for (t,) in sync_tables:
             conn.execute(f"DELETE FROM braze_sync.{t} WHERE account_id = ANY(%s)", (ids,))
 
 
@@ -74,6 +77,38 @@ def seed_account(db: Database, account_id: str, *, endpoint: str, api_key: str, 
             """,
             {"a": account_id, "n": customers, "e": events},
         )
+        conn.execute(  # orders: 2 lines each; two in three fulfilled, the rest pending
+            """
+            INSERT INTO public.orders (account_id, id, customer_id, status, fulfilled_at)
+            SELECT %(a)s::text, %(a)s::text || '-o' || g, %(a)s::text || '-c' || (2 + g %% (%(n)s - 1)),
+                   CASE WHEN g %% 3 = 0 THEN 'PENDING' ELSE 'FULFILLED' END,
+                   CASE WHEN g %% 3 = 0 THEN NULL ELSE now() - make_interval(mins => g) END
+            FROM generate_series(1, 200) g
+            """,
+            {"a": account_id, "n": customers},
+        )
+        conn.execute(
+            """
+            INSERT INTO public.order_items (account_id, order_id, line_no, sku, name, quantity, unit_price)
+            SELECT %(a)s::text, %(a)s::text || '-o' || g, l, 'SKU-' || (g * l) %% 40, 'Product ' || (g * l) %% 40,
+                   1 + g %% 3, 9.90 * l
+            FROM generate_series(1, 200) g, generate_series(1, 2) l
+            """,
+            {"a": account_id},
+        )
+        conn.execute(
+            "INSERT INTO public.audiences (account_id, id, name) VALUES (%s, 'vip', 'VIP Customers'), "
+            "(%s, 'news', 'Newsletter')",
+            (account_id, account_id),
+        )
+        conn.execute(
+            """
+            INSERT INTO public.audience_members (account_id, audience_id, customer_id)
+            SELECT %(a)s::text, CASE WHEN g %% 2 = 0 THEN 'vip' ELSE 'news' END, %(a)s::text || '-c' || g
+            FROM generate_series(2, 120) g
+            """,
+            {"a": account_id},
+        )
         conn.execute(  # bad values: dropped per field with a recorded reason, the rest goes
             "UPDATE public.customers SET email = 'not-an-email', dob = '2999-01-01' WHERE account_id = %s AND id = %s",
             (account_id, f"{account_id}-c2"),
@@ -81,7 +116,8 @@ def seed_account(db: Database, account_id: str, *, endpoint: str, api_key: str, 
 
 
 def change_accounts(db: Database, account_ids: tuple[str, ...]) -> None:
-    """What happens between two syncs: a customer leaves, a few change tier, one is only touched."""
+    """Between two syncs: a customer leaves, ten change tier, four orders are refunded, a member
+    leaves an audience, and one customer is touched without changing."""
     with db.connection() as conn:
         for account_id in account_ids:
             conn.execute(
@@ -91,6 +127,15 @@ def change_accounts(db: Database, account_ids: tuple[str, ...]) -> None:
             conn.execute(
                 "UPDATE public.customers SET tier = 'DIAMOND' WHERE account_id = %s AND id = ANY(%s)",
                 (account_id, [f"{account_id}-c{i}" for i in range(3, 13)]),
+            )
+            conn.execute(  # refunds: sent again with negative prices
+                "UPDATE public.orders SET status = 'REVERSED', reversed_at = now() "
+                "WHERE account_id = %s AND id = ANY(%s)",
+                (account_id, [f"{account_id}-o{i}" for i in (1, 2, 4, 5)]),
+            )
+            conn.execute(  # a member leaves an audience: its attribute is nulled
+                "DELETE FROM public.audience_members WHERE account_id = %s AND customer_id = %s",
+                (account_id, f"{account_id}-c4"),
             )
             conn.execute(  # touched, unchanged: must cost nothing
                 "UPDATE public.customers SET updated_at = now() WHERE account_id = %s AND id = %s",
@@ -127,7 +172,7 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
             f"seeded {len(DEMO_ACCOUNTS)} accounts x {events_per_account:,} events; Braze emulator at {server.url}"
         )
         code = 0
-        for n, attempt in enumerate(("first run", "second run: one customer deleted, ten changed tier")):
+        for n, attempt in enumerate(("first run", "second run: changes since the first")):
             if n:
                 change_accounts(db, DEMO_ACCOUNTS)
             console.rule(attempt)
@@ -138,7 +183,7 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
                     summaries, code = exc.summaries, 1
                 print_summaries(console, entity, summaries)
         table = Table(title="What the Braze emulator received", title_justify="left")
-        for col in ("workspace", "requests", "profiles", "events stored", "purchases", "deleted", "429s"):
+        for col in ("workspace", "requests", "profiles", "events", "purchases", "revenue", "deleted", "429s"):
             table.add_column(col, justify="left" if col == "workspace" else "right")
         for account_id in DEMO_ACCOUNTS:
             stats = state.stats(account_id)
@@ -149,6 +194,7 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
                 f"{len(profiles):,}",
                 f"{sum(len(p.events) for p in profiles.values()):,}",
                 f"{sum(len(p.purchases) for p in profiles.values()):,}",
+                f"{sum(x['price'] * x.get('quantity', 1) for p in profiles.values() for x in p.purchases):,.2f}",
                 f"{len(state.deleted_ids(account_id)):,}",
                 f"{stats.rate_limited:,}",
             )
