@@ -70,7 +70,7 @@ async def sync_account(entity: str, account_id: str) -> dict:
         failed.summary.status, failed.summary.error = "failed", str(exc)
         await asyncio.to_thread(failed._record_summary)
         raise AccountFailed(failed.summary) from None
-    run = AccountRun(
+    run = stages.PipelinedRun(
         db, ENTITIES[entity], account, budget_factory=prefect_budget if shared_server_configured() else None
     )
     run.flow_run_id = flow_run.get_id()
@@ -79,13 +79,25 @@ async def sync_account(entity: str, account_id: str) -> dict:
         async with run:
             key = stages.register(run)
             bar = await acreate_progress_artifact(0.0, description=f"{entity} backlog of account {account_id}")
-            while (batch := await stages.next_batch(key)) is not None:
-                frame = await stages.extract(key, batch)
-                valid = await stages.validate(key, frame)
-                objects = await stages.transform(key, valid)
-                await stages.deliver(key, batch, objects)
-                await stages.commit(key, batch)
+            batch = await stages.next_batch(key)
+            while batch is not None:
+                objects = run.take_ahead(batch)
+                if objects is None:
+                    frame = await stages.extract(key, batch)
+                    valid = await stages.validate(key, frame)
+                    objects = await stages.transform(key, valid)
+                # the next range is read and mapped while this batch is delivered (tasks/stages.py)
+                ahead = asyncio.create_task(stages.read_ahead(key, batch))
+                try:
+                    await stages.deliver(key, batch, objects)
+                    await stages.commit(key, batch)
+                finally:
+                    await asyncio.wait([ahead])
+                    if not ahead.cancelled() and ahead.exception() is not None:
+                        # it only reads: the batch is then read as usual, and fails there if it must
+                        logger.warning("account %s: reading ahead failed; reading the next batch as usual", account_id)
                 await aupdate_progress_artifact(bar, 100.0 * run.progress_done / max(run.progress_total, 1))
+                batch = await stages.next_batch(key)
             await aupdate_progress_artifact(bar, 100.0)
     except AccountBusy as exc:
         logger.warning("%s", exc)

@@ -19,6 +19,9 @@ from typing import Protocol
 class SharedBudget(Protocol):
     """Something that hands out request slots shared across processes."""
 
+    #: the most slots one `take` gets at once (callers take at most this many before sending)
+    slots: int
+
     async def take(self, n: int) -> None:
         """Wait until `n` requests may start."""
 

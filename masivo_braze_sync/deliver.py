@@ -112,6 +112,10 @@ async def deliver(
                 errors = result.errors
             status, http_status = "delivered", result.status_code
         except PermanentError as exc:
+            if exc.status_code is not None and 300 <= exc.status_code < 400:
+                # a redirect says where the endpoint points, not what is wrong with these objects:
+                # the account stops (its batch stays open) until the endpoint is fixed
+                raise ConfigurationError(str(exc)) from None
             # the request itself was refused: nothing in it was applied; record every object
             result, errors, status, http_status = None, exc.errors, "rejected", exc.status_code
             # a 5xx before the final 4xx may have been applied: the objects may be in Braze anyway
@@ -177,14 +181,20 @@ async def deliver(
             if any(w.done() for w in workers):
                 break
             ids = delivery_ids[start : start + block]
-            if budgets:  # other processes send to this workspace too: take our share first
-                deletes = sum(p.endpoint == DELETE for p in plans[start : start + block])
-                for bucket, n in (("track", len(ids) - deletes), ("delete", deletes)):
-                    if n and bucket in budgets:
-                        await budgets[bucket].take(n)
             await asyncio.to_thread(ledger.mark_sending, ids)
-            for plan, delivery_id in zip(plans[start : start + block], ids, strict=True):
-                queue.put_nowait((plan, delivery_id))
+            items = list(zip(plans[start : start + block], ids, strict=True))
+            # other processes send to this workspace too: take our share a few slots at a time,
+            # each piece queued the moment its slots are ours, so slots and sends stay together
+            piece = min((b.slots for b in (budgets or {}).values()), default=len(items)) or 1
+            for at in range(0, len(items), piece):
+                if budgets:
+                    part = items[at : at + piece]
+                    deletes = sum(p.endpoint == DELETE for p, _ in part)
+                    for bucket, n in (("track", len(part) - deletes), ("delete", deletes)):
+                        if n and bucket in budgets:
+                            await budgets[bucket].take(n)
+                for item in items[at : at + piece]:
+                    queue.put_nowait(item)
         for _ in workers:
             queue.put_nowait(None)
         await asyncio.gather(*workers)

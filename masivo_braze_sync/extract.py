@@ -17,6 +17,8 @@ import polars as pl
 from masivo_braze_sync.capture import LogRange
 
 _local = threading.local()
+#: for this reader's sessions only (one per thread): holds a batch's sort in memory
+WORK_MEM = "64MB"
 
 
 def _connection(url: str) -> adbc.Connection:
@@ -25,7 +27,16 @@ def _connection(url: str) -> adbc.Connection:
     _local.conns = conns
     conn = conns.get(url)
     if conn is None:
-        conn = conns[url] = adbc.connect(url, autocommit=True)
+        conn = adbc.connect(url, autocommit=True)
+        try:
+            with contextlib.closing(conn.cursor()) as cur:
+                # a batch's rows are sorted in change order by the server: at the default 4 MB the
+                # sort of a 20,000-row batch spills to disk (EXPLAIN: "external merge"), ~10% of a read
+                cur.execute(f"SET work_mem = '{WORK_MEM}'")
+        except Exception:
+            conn.close()
+            raise
+        conns[url] = conn
     return conn
 
 

@@ -9,6 +9,7 @@ the counters); each stage is a method that Prefect tasks in `tasks/` call by run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -111,8 +112,9 @@ class AccountRun:
     async def __aenter__(self) -> AccountRun:
         self._started = time.perf_counter()
         if not self.dry_run:
-            self._lock_conn = connect(self.db.url, autocommit=True)
-            if not try_lock(self._lock_conn, self.entity.name, self.account.account_id):
+            # database calls go to a worker thread: the event loop is shared with other accounts
+            self._lock_conn = await asyncio.to_thread(connect, self.db.url, autocommit=True)
+            if not await asyncio.to_thread(try_lock, self._lock_conn, self.entity.name, self.account.account_id):
                 self._lock_conn.close()
                 self._lock_conn = None
                 self.summary.status = "busy"
@@ -121,7 +123,7 @@ class AccountRun:
                 )
             try:
                 self.client = await self._open_client()
-                self._measure_backlog()
+                await asyncio.to_thread(self._measure_backlog)
             except BaseException as exc:
                 # __aexit__ does not run when __aenter__ fails: release the lock and record it here
                 await self.__aexit__(type(exc), exc, exc.__traceback__)
@@ -137,18 +139,21 @@ class AccountRun:
             if self.client is not None:
                 await self.client.aclose()
             if not self.dry_run:
-                self._record_summary()
+                await asyncio.to_thread(self._record_summary)
                 if exc is None and self.summary.batches:
-                    self._prune()
+                    await asyncio.to_thread(self._prune)
         finally:
             if self._lock_conn is not None:
-                # unlock before closing: the server drops a closed session's locks only when its
-                # backend exits, after close() returns, so the next run could find the lock held
-                try:
-                    self._lock_conn.execute("SELECT pg_advisory_unlock_all()")
-                except Exception:  # the session is closing anyway
-                    log.debug("advisory unlock failed; closing the session releases it", exc_info=True)
-                self._lock_conn.close()
+                await asyncio.to_thread(self._unlock)
+
+    def _unlock(self) -> None:
+        # unlock before closing: the server drops a closed session's locks only when its
+        # backend exits, after close() returns, so the next run could find the lock held
+        try:
+            self._lock_conn.execute("SELECT pg_advisory_unlock_all()")
+        except Exception:  # the session is closing anyway
+            log.debug("advisory unlock failed; closing the session releases it", exc_info=True)
+        self._lock_conn.close()
 
     async def _open_client(self):
         from masivo_braze_sync.braze import BrazeClient, BrazeSettings, limiters
@@ -242,7 +247,7 @@ class AccountRun:
         """Pack the objects into requests and send those not already delivered for this batch."""
         unknown: set[str] = set()
         if batch.resumed and batch.id is not None:
-            state = self.ledger.take_over(batch.id)
+            state = await asyncio.to_thread(self.ledger.take_over, batch.id)
             if state.done_keys and not self.entity.idempotent:
                 objects = objects.filter(~pl.col("key").is_in(list(state.done_keys)))
             unknown = state.unknown_keys
@@ -260,7 +265,7 @@ class AccountRun:
             self._add(stats)
             return stats
         dup = [bool(unknown) and not self.entity.idempotent and not unknown.isdisjoint(p.keys) for p in plans]
-        ids = self.ledger.add_requests(batch.id, plans, dup)
+        ids = await asyncio.to_thread(self.ledger.add_requests, batch.id, plans, dup)
         stats = DeliveryStats(possibly_duplicated=sum(dup))
         try:
             await deliver(

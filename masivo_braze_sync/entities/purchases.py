@@ -70,6 +70,7 @@ TERMINAL = ("REVERSED", "CANCELLED")
 DELETED = "ORDER_DELETED"  # status of an order whose row is gone
 LINE_DELETED = "LINE_DELETED"
 LINK_KEYS = ("order_id", "line_no", "product_name")
+UNREADABLE_LINES = "a line's properties hold a number out of range or nest over 1,000 levels: order held"
 
 STATE_SCHEMA = {
     "key": pl.String,
@@ -473,7 +474,12 @@ class PurchasesEntity(Entity):
         """Each order to the purchases and reversals it still owes Braze."""
         out = _Out()
         for row in frame.iter_rows(named=True):
-            self._order(_Order(row, ctx), out)
+            try:
+                order = _Order(row, ctx)
+            except orjson.JSONDecodeError:  # a jsonb number no double holds (1e400), or 1,000+ levels
+                out.rejected.append((row["key"], UNREADABLE_LINES))
+                continue
+            self._order(order, out)
         objects = pl.DataFrame(
             {"key": out.keys, "array": ["purchases"] * len(out.keys), "body": out.bodies}, schema=OBJECT_SCHEMA
         )

@@ -1,0 +1,600 @@
+"""Side-by-side benchmark of the Braze sync (issue 7): `uv run python benchmarks/run.py`.
+
+One command, one run, one table. It
+
+1. creates a dedicated database (`masivo_perf_<random>`) on the server `MASIVO_DATABASE_URL` points
+   at, or on the embedded Postgres when unset, and seeds it (default 200,000 events, 50,000
+   customers, 20,000 orders over 4 accounts, each account its own Braze workspace);
+2. starts the Braze emulator in its own process (default: 20 ms added latency per request);
+3. measures the stages alone (extract, validate+transform, pack; one thread, read-only);
+4. scenario "limited" (default 400 requests/s per workspace, Braze's 3 s window): the full
+   pipeline through the CLI and flows, and the same core pipeline without Prefect;
+5. scenario "unlimited" (the emulator's limit set very high, the pipeline's pacer too): the
+   hand-written baseline (same bodies, prebuilt, plain httpx loop, same concurrency), the flow,
+   and the core pipeline;
+6. with `--rss-check`, a second database with a 2,000,000-event backlog synced by the CLI;
+7. prints the table (medians of `--repeats` runs, interleaved) and writes it with every raw
+   number to `benchmarks/results/` (git-ignored); drops the databases and stops the emulator.
+
+Delivery is measured where Braze would see it: the emulator's per-workspace request times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import seed as seeding  # noqa: E402
+
+from masivo_braze_sync.db import Database  # noqa: E402
+from masivo_braze_sync.db.migrate import init_database  # noqa: E402
+from masivo_braze_sync.entities import ENTITIES  # noqa: E402
+from masivo_braze_sync.settings import Settings  # noqa: E402
+
+UNLIMITED = 1_000_000_000  # requests per window: "no rate limit" for the emulator and the pacer
+OBJECTS_PER_REQUEST = 75
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- the machine -----------------------------------------------------------------------------------
+
+
+def _cpu_times() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        values = [float(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@contextmanager
+def machine_load(record: dict):
+    """Record the 1-minute load before and the machine's CPU busy share (all cores) during a block."""
+    record["loadavg_before"] = round(os.getloadavg()[0], 2)
+    busy0, total0 = _cpu_times()
+    try:
+        yield
+    finally:
+        busy1, total1 = _cpu_times()
+        record["machine_busy_pct"] = round(100 * (busy1 - busy0) / max(total1 - total0, 1e-9), 1)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+class Emulator:
+    """The emulator in its own process, driven through its admin API."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "worker.py"), "emulator"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        line = self.proc.stdout.readline().strip()  # the URL, once it accepts connections
+        if not line.startswith("http"):
+            self.proc.kill()
+            raise RuntimeError("the emulator did not start")
+        self.url = line
+        self.admin = httpx.Client(base_url=f"{line}/_emulator", timeout=120)
+
+    def configure(self, accounts: list[str], *, per_second: float, window: float, latency: float) -> None:
+        for a in accounts:
+            r = self.admin.post(
+                "/workspaces",
+                json={
+                    "name": a,
+                    "api_key": seeding.api_key(a),
+                    "rate_limit": int(per_second * window),
+                    "rate_window_seconds": window,
+                    "latency_seconds": latency,
+                },
+            )
+            r.raise_for_status()
+
+    def reset(self) -> None:
+        self.admin.post("/reset").raise_for_status()
+
+    def stats(self, workspace: str) -> dict:
+        r = self.admin.get(f"/workspaces/{workspace}/stats")
+        r.raise_for_status()
+        return r.json()
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.admin.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str) -> dict:
+    out = logdir / f"{tag}.json"
+    with open(logdir / f"{tag}.log", "w") as logf:
+        t = time.perf_counter()
+        code = subprocess.call(
+            [sys.executable, str(HERE / "worker.py"), mode, "--out", str(out), *args],
+            env=env,
+            cwd=ROOT,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+        wall = time.perf_counter() - t
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"{tag} failed (exit {code}); see {logdir / f'{tag}.log'}")
+    data = json.loads(out.read_text())
+    data["process_wall_s"] = wall
+    if data.get("exit_code", 0) != 0:
+        raise RuntimeError(f"{tag}: the command exited {data['exit_code']}; see {logdir / f'{tag}.log'}")
+    return data
+
+
+# -- measurements --------------------------------------------------------------------------------
+
+
+def delivery(em: Emulator, accounts: list[str], per_second: float | None) -> dict:
+    """What the emulator saw: objects, requests vs the minimum, 429s, delivery time vs the floor."""
+    out = {"objects": 0, "requests": 0, "min_requests": 0, "rate_limited": 0, "max_in_window": 0}
+    first, last, ratios, spans = math.inf, -math.inf, [], []
+    for a in accounts:
+        st = em.stats(a)
+        objects = sum(st["objects"].values()) + st["rejected_objects"]
+        minimum = math.ceil(objects / OBJECTS_PER_REQUEST)
+        out["objects"] += objects
+        out["requests"] += st["requests"]
+        out["min_requests"] += minimum
+        out["rate_limited"] += st["rate_limited"]
+        out["max_in_window"] = max(out["max_in_window"], st["max_in_window"])
+        times = st["request_times"]
+        if not times:
+            continue
+        first, last = min(first, times[0]), max(last, times[-1])
+        if per_second:
+            # the last request's own slot counts: perfect pacing at the allowed rate gives exactly 1.0
+            span = times[-1] - times[0] + 1 / per_second
+            spans.append(span)
+            ratios.append(span / (minimum / per_second))
+    out["window_s"] = (last - first) if last > first else float("nan")
+    out["objects_per_s"] = out["objects"] / out["window_s"] if out["window_s"] > 0 else float("nan")
+    if per_second:
+        out["delivery_s_worst"] = max(spans)
+        out["floor_s_worst"] = max(spans[i] / ratios[i] for i in range(len(spans)))
+        out["vs_floor_worst"] = max(ratios)
+        out["vs_floor_median"] = statistics.median(ratios)
+    return out
+
+
+def med(values: list[float]) -> float:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(values) if values else float("nan")
+
+
+def _db_url(server_url: str, name: str) -> str:
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+@contextmanager
+def prefect_database(server_url: str):
+    """A database for Prefect's API on the same server (Prefect's production backend, PREFECT.md
+    2.2-2.3), or None when it cannot have `pg_trgm` (the ephemeral SQLite then stays)."""
+    name = f"masivo_perf_prefect_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = _db_url(server_url, name)
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        except psycopg.Error as exc:
+            log(f"Prefect stays on SQLite: pg_trgm is not available ({type(exc).__name__})")
+            yield None
+            return
+        yield urlunsplit(urlsplit(url)._replace(scheme="postgresql+asyncpg"))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def bench_database(server_url: str):
+    name = f"masivo_perf_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _db_url(server_url, name)
+    try:
+        db = Database(url)
+        init_database(db, source=True)
+        db.dispose()
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def scenario(
+    name: str,
+    *,
+    em: Emulator,
+    env: dict[str, str],
+    accounts: list[str],
+    per_second: float | None,
+    args: argparse.Namespace,
+    logdir: Path,
+    db_url: str,
+    kinds: tuple[str, ...],
+) -> dict:
+    window = args.window
+    limit = int(per_second * window) if per_second else UNLIMITED  # per workspace and window
+    em.configure(accounts, per_second=limit / window, window=window, latency=args.latency_ms / 1000)
+    run_env = env | {
+        "MASIVO_TRACK_RATE_LIMIT": str(limit),
+        "MASIVO_TRACK_RATE_WINDOW_SECONDS": str(window),
+    }
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    for r in range(args.repeats):
+        for kind in kinds:  # interleaved: noise from the machine spreads over every kind
+            seeding.reset_sync_state(db_url)
+            em.reset()
+            tag = f"{name}-{kind}-{r + 1}"
+            log(f"{tag} ...")
+            record: dict = {}
+            cpu0 = em.cpu_seconds()
+            with machine_load(record):
+                if kind == "flow":
+                    data = run_worker("cli", ["--", "sync", "events"], run_env, logdir, tag)
+                elif kind == "core":
+                    data = run_worker("core", [], run_env, logdir, tag)
+                else:
+                    data = run_worker("baseline", [], run_env, logdir, tag)
+            record["emulator_cpu_s"] = em.cpu_seconds() - cpu0
+            record.update(data)
+            record["delivery"] = delivery(em, accounts, per_second)
+            d = record["delivery"]
+            log(
+                f"{tag}: {d['objects']:,} objects, {d['requests']:,} requests (min {d['min_requests']:,}), "
+                f"{d['rate_limited']} x 429, {d['objects_per_s']:,.0f} objects/s, run {data['run_s']:.2f}s"
+                + (f", {d['vs_floor_worst']:.3f} x floor" if per_second else "")
+                + f", load {record['loadavg_before']}, busy {record['machine_busy_pct']}%"
+            )
+            runs[kind].append(record)
+    return {"per_second": per_second, "runs": runs}
+
+
+def stage_rates(data: dict) -> dict[str, float]:
+    out = {}
+    for stage in ("extract", "transform", "transform_cpu", "pack"):
+        out[stage] = med([p["rows"][stage] / p["seconds"][stage] for p in data["passes"] if p["seconds"][stage]])
+    return out
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def _fmt(v: float, digits: int = 0) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, bool]]:
+    rows: list[tuple[str, str, str, str]] = []
+    met: dict[str, bool] = {}
+
+    def row(metric: str, value: str, target: str = "", ok: bool | None = None, key: str | None = None) -> None:
+        mark = "" if ok is None else ("met" if ok else "NOT met")
+        if ok is not None and key:
+            met[key] = ok
+        rows.append((metric, value, target, mark))
+
+    ev = res["stages"]["events"]
+    row("extract, rows/s (events, 1 thread)", _fmt(ev["extract"]), ">= 300,000", ev["extract"] >= 300_000, "extract")
+    row(
+        "transform (validate+transform), rows/s",
+        _fmt(ev["transform"]),
+        ">= 200,000",
+        ev["transform"] >= 200_000,
+        "transform",
+    )
+    row("transform per CPU-second (thread time: what the load cannot take)", _fmt(ev["transform_cpu"]))
+    row("pack into requests, objects/s", _fmt(ev["pack"]))
+    for entity, rates in res["stages"].items():
+        if entity != "events":
+            row(f"{entity}: extract / transform rows/s", f"{_fmt(rates['extract'])} / {_fmt(rates['transform'])}")
+
+    lim = res["scenarios"]["limited"]
+    ps = lim["per_second"]
+    flow = lim["runs"]["flow"]
+    core = lim["runs"]["core"]
+    d = [r["delivery"] for r in flow]
+    requests, minimum = med([x["requests"] for x in d]), med([x["min_requests"] for x in d])
+    vs_floor = med([x["vs_floor_worst"] for x in d])
+    n429 = max(x["rate_limited"] for x in d)
+    n_ws = len(flow[0]["delivery"].get("workspaces", [])) or args.accounts
+    title = f"limited ({args.rate_limit:,.0f} req/s = {n_ws} x {ps:,.0f}/s, {args.latency_ms:g} ms)"
+    row(f"{title}: objects delivered (flow)", _fmt(med([x["objects"] for x in d])))
+    row(
+        f"{title}: requests sent vs minimum",
+        f"{_fmt(requests)} vs {_fmt(minimum)}",
+        "= minimum",
+        all(x["requests"] == x["min_requests"] for x in d),
+        "requests",
+    )
+    row(
+        f"{title}: delivery time vs floor (worst workspace)",
+        f"{_fmt(med([x['delivery_s_worst'] for x in d]), 2)} s vs {_fmt(med([x['floor_s_worst'] for x in d]), 2)} s"
+        f" = {vs_floor:.3f} x",
+        "<= 1.10 x",
+        vs_floor <= 1.10,
+        "floor",
+    )
+    row(f"{title}: 429 responses (worst run)", str(n429), "0", n429 == 0, "429")
+    row(
+        f"{title}: most requests in one window", f"{max(x['max_in_window'] for x in d)} (limit {int(ps * args.window)})"
+    )
+    flow_s, core_s = med([r["run_s"] for r in flow]), med([r["run_s"] for r in core])
+    overhead = (flow_s - core_s) / flow_s
+    row(
+        f"{title}: Prefect overhead (flow {flow_s:.2f} s vs core {core_s:.2f} s)",
+        f"{100 * overhead:.1f}%",
+        "<= 10%",
+        overhead <= 0.10,
+        "overhead",
+    )
+    row(
+        f"{title}: objects/s (flow, core)",
+        f"{_fmt(med([x['objects_per_s'] for x in d]))}, " + _fmt(med([r["delivery"]["objects_per_s"] for r in core])),
+    )
+
+    un = res["scenarios"]["unlimited"]["runs"]
+    b = med([r["delivery"]["objects_per_s"] for r in un["baseline"]])
+    f = med([r["delivery"]["objects_per_s"] for r in un["flow"]])
+    c = med([r["delivery"]["objects_per_s"] for r in un["core"]])
+    title = f"no rate limit ({args.latency_ms:g} ms)"
+    row(f"{title}: baseline objects/s", _fmt(b))
+    row(
+        f"{title}: pipeline (flow) objects/s",
+        f"{_fmt(f)} = {f / b:.2f} x baseline",
+        ">= 0.80 x",
+        f / b >= 0.8,
+        "vs-baseline",
+    )
+    row(f"{title}: core (no Prefect) objects/s", f"{_fmt(c)} = {c / b:.2f} x baseline")
+    per_req = [
+        1000 * med([r[k] for r in un[kind]]) / med([r["delivery"]["requests"] for r in un[kind]])
+        for kind, k in (("flow", "run_cpu_s"), ("core", "run_cpu_s"), ("baseline", "send_cpu_s"))
+    ]
+    row(
+        f"{title}: CPU ms per request (flow, core: whole pipeline; baseline: sending)",
+        " / ".join(f"{v:.2f}" for v in per_req),
+    )
+    uflow_s, ucore_s = med([r["run_s"] for r in un["flow"]]), med([r["run_s"] for r in un["core"]])
+    row(
+        f"{title}: Prefect overhead (flow {uflow_s:.2f} s vs core {ucore_s:.2f} s)",
+        f"{100 * (uflow_s - ucore_s) / uflow_s:.1f}%",
+    )
+    row(
+        f"{title}: 429s / requests vs minimum (flow)",
+        f"{max(r['delivery']['rate_limited'] for r in un['flow'])} / "
+        f"{_fmt(med([r['delivery']['requests'] for r in un['flow']]))} vs "
+        f"{_fmt(med([r['delivery']['min_requests'] for r in un['flow']]))}",
+    )
+    all_flow = flow + un["flow"]
+    row(
+        "peak RSS, CLI process (200k backlog)",
+        f"{_fmt(max(r['maxrss_mb'] for r in all_flow))} MB "
+        f"(core {_fmt(max(r['maxrss_mb'] for r in core + un['core']))} MB)",
+    )
+    if "rss" in res:
+        rss = res["rss"]
+        row(
+            f"peak RSS, CLI process ({rss['events']:,}-event backlog)",
+            f"{_fmt(rss['maxrss_mb'])} MB ({_fmt(rss['delivery']['objects'])} objects in {rss['run_s']:.0f} s)",
+            "<= 500 MB",
+            rss["maxrss_mb"] <= 500,
+            "rss",
+        )
+    row(
+        "Prefect one-off start (import + ephemeral API), not in the overhead",
+        f"{med([r['import_s'] for r in all_flow]):.1f} s + {med([r['prefect_ready_s'] for r in all_flow]):.1f} s",
+    )
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    head = ("metric", "value (median)", "target", "")
+    lines = [
+        "| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |",
+        "|" + "|".join("-" * (w[i] + 2) for i in range(4)) + "|",
+    ]
+    lines += ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |" for r in rows]
+    return "\n".join(lines), met
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--orders", type=int, default=20_000)
+    parser.add_argument("--accounts", type=int, default=4)
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="added by the emulator to every request")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=400.0,
+        help="requests/s the emulator allows in the limited scenario, shared equally by the accounts'\n"
+        "workspaces (one workspace per account, Braze limits each one): 4 x 100/s by default",
+    )
+    parser.add_argument("--window", type=float, default=3.0, help="the rate limit's window, seconds (Braze: 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each kind per scenario (medians)")
+    parser.add_argument("--rss-check", action="store_true", help="also sync a 2,000,000-event backlog (peak RSS)")
+    parser.add_argument("--rss-events", type=int, default=2_000_000)
+    parser.add_argument(
+        "--prefect-db",
+        choices=("postgres", "sqlite"),
+        default="postgres",
+        help="the backend of Prefect's (ephemeral) API: a database on the same Postgres server\n"
+        "(production's backend), or Prefect's default SQLite file, which serialises the\n"
+        "per-account flow runs on its write lock",
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the children's logs in benchmarks/results/")
+    args = parser.parse_args()
+
+    started = time.strftime("%Y%m%d-%H%M%S")
+    outdir = HERE / "results"
+    outdir.mkdir(exist_ok=True)
+    server_url = Database.from_settings(Settings()).url
+    where = "MASIVO_DATABASE_URL's server" if os.environ.get("MASIVO_DATABASE_URL") else "the embedded Postgres"
+    log(f"machine: {machine()}; load {os.getloadavg()}; database on {where}")
+    res: dict = {"machine": machine(), "args": vars(args), "started": started, "database": where}
+    with ExitStack() as stack:
+        logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="masivo-bench-")))
+        if args.keep_logs:
+            logdir = outdir / f"logs-{started}"
+            logdir.mkdir()
+        prefect_home = stack.enter_context(tempfile.TemporaryDirectory(prefix="masivo-bench-prefect-"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env |= {
+            "MASIVO_BRAZE_ALLOW_LOCAL_ENDPOINTS": "1",
+            # a private Prefect home: the ephemeral API's SQLite is not shared with anyone else's
+            "PREFECT_HOME": prefect_home,
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        }
+        if args.prefect_db == "postgres":
+            prefect_url = stack.enter_context(prefect_database(server_url))
+            if prefect_url:
+                env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = prefect_url
+        res["prefect_db"] = "postgres" if env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") else "sqlite"
+        em = Emulator(env)
+        stack.callback(em.stop)
+        log(f"emulator at {em.url} (pid {em.proc.pid})")
+
+        db_url = stack.enter_context(bench_database(server_url))
+        env["MASIVO_DATABASE_URL"] = db_url
+        accounts = seeding.account_ids(args.accounts)
+        t = time.perf_counter()
+        res["seeded"] = seeding.seed(
+            db_url,
+            endpoint=em.url,
+            accounts=args.accounts,
+            customers=args.customers,
+            events=args.events,
+            orders=args.orders,
+        )
+        log(f"seeded {res['seeded']} in {time.perf_counter() - t:.1f}s")
+        entities = [e for e in ("events", "customers", "purchases") if e in ENTITIES]
+        res["entities"] = list(ENTITIES)
+        res["stages"] = {}
+        for entity in entities:
+            record: dict = {}
+            with machine_load(record):
+                data = run_worker(
+                    "stages", ["--entity", entity, "--repeats", str(args.repeats)], env, logdir, f"stages-{entity}"
+                )
+            res["stages"][entity] = stage_rates(data) | record
+            log(f"stages {entity}: {res['stages'][entity]}")
+
+        res["scenarios"] = {
+            "limited": scenario(
+                "limited", em=em, env=env, accounts=accounts, per_second=args.rate_limit / len(accounts), args=args,
+                logdir=logdir, db_url=db_url, kinds=("flow", "core"),
+            ),
+            "unlimited": scenario(
+                "unlimited", em=em, env=env, accounts=accounts, per_second=None, args=args,
+                logdir=logdir, db_url=db_url, kinds=("baseline", "flow", "core"),
+            ),
+        }  # fmt: skip
+
+        if args.rss_check:
+            em.reset()
+            with bench_database(server_url) as big_url:
+                t = time.perf_counter()
+                seeding.seed(
+                    big_url, endpoint=em.url, accounts=args.accounts, customers=args.customers,
+                    events=args.rss_events, orders=0,
+                )  # fmt: skip
+                log(f"seeded {args.rss_events:,} events in {time.perf_counter() - t:.1f}s")
+                em.configure(
+                    accounts, per_second=UNLIMITED / args.window, window=args.window, latency=args.latency_ms / 1000
+                )
+                rss_env = env | {"MASIVO_DATABASE_URL": big_url, "MASIVO_TRACK_RATE_LIMIT": str(UNLIMITED)}
+                record = {}
+                with machine_load(record):
+                    data = run_worker("cli", ["--", "sync", "events"], rss_env, logdir, "rss-flow")
+                record.update(data)
+                record["events"] = args.rss_events
+                record["delivery"] = delivery(em, accounts, None)
+                res["rss"] = record
+                log(f"rss check: {data['maxrss_mb']} MB, {record['delivery']['objects']:,} objects")
+            em.reset()
+
+    table, met = build_table(res, args)
+    res["table"] = table
+    res["targets_met"] = met
+    res["load_end"] = os.getloadavg()
+    path = outdir / f"{started}.json"
+    path.write_text(json.dumps(res, indent=1, default=str))
+    print(f"\nmasivo-braze-sync benchmark, {started}: {machine()}")
+    print(
+        f"database: {where}; Prefect API on {res['prefect_db']}; seeded: {res['seeded']}; "
+        f"entities registered: {', '.join(res['entities'])}"
+    )
+    print(table)
+    loads = [r["loadavg_before"] for s in res["scenarios"].values() for k in s["runs"].values() for r in k]
+    busy = [r["machine_busy_pct"] for s in res["scenarios"].values() for k in s["runs"].values() for r in k]
+    print(
+        f"\nmachine during the runs: 1-min load {min(loads)}-{max(loads)}, "
+        f"CPU busy {min(busy)}-{max(busy)}% (all cores)"
+    )
+    print(f"raw numbers: {path.relative_to(ROOT)}")
+    return 0 if all(met.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
