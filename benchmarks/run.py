@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,16 +69,26 @@ def _cpu_times() -> tuple[float, float]:
     return sum(values) - idle, sum(values)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for children and theirs
+    return usage.ru_utime + usage.ru_stime
+
+
 @contextmanager
-def machine_load(record: dict):
-    """Record the 1-minute load before and the machine's CPU busy share (all cores) during a block."""
+def machine_load(record: dict, emulator: Emulator | None = None):
+    """Record the 1-minute load before, the machine's CPU busy share (all cores) during a block, and
+    the share of it that was ours (the measured child process tree and the emulator; not Postgres)."""
     record["loadavg_before"] = round(os.getloadavg()[0], 2)
     busy0, total0 = _cpu_times()
+    ours0 = _children_cpu() + (emulator.cpu_seconds() if emulator else 0.0)
     try:
         yield
     finally:
         busy1, total1 = _cpu_times()
+        ours = _children_cpu() + (emulator.cpu_seconds() if emulator else 0.0) - ours0
+        ticks = max(total1 - total0, 1e-9) / os.sysconf("SC_CLK_TCK")  # CPU-seconds available
         record["machine_busy_pct"] = round(100 * (busy1 - busy0) / max(total1 - total0, 1e-9), 1)
+        record["ours_pct"] = round(100 * ours / ticks, 1)
 
 
 def machine() -> str:
@@ -281,7 +292,7 @@ def scenario(
             log(f"{tag} ...")
             record: dict = {}
             cpu0 = em.cpu_seconds()
-            with machine_load(record):
+            with machine_load(record, em):
                 if kind == "flow":
                     data = run_worker("cli", ["--", "sync", "events"], run_env, logdir, tag)
                 elif kind == "core":
@@ -296,7 +307,7 @@ def scenario(
                 f"{tag}: {d['objects']:,} objects, {d['requests']:,} requests (min {d['min_requests']:,}), "
                 f"{d['rate_limited']} x 429, {d['objects_per_s']:,.0f} objects/s, run {data['run_s']:.2f}s"
                 + (f", {d['vs_floor_worst']:.3f} x floor" if per_second else "")
-                + f", load {record['loadavg_before']}, busy {record['machine_busy_pct']}%"
+                + f", load {record['loadavg_before']}, busy {record['machine_busy_pct']}% (ours {record['ours_pct']}%)"
             )
             runs[kind].append(record)
     return {"per_second": per_second, "runs": runs}
@@ -587,10 +598,13 @@ def main() -> int:
     )
     print(table)
     loads = [r["loadavg_before"] for s in res["scenarios"].values() for k in s["runs"].values() for r in k]
-    busy = [r["machine_busy_pct"] for s in res["scenarios"].values() for k in s["runs"].values() for r in k]
+    runs = [r for s in res["scenarios"].values() for k in s["runs"].values() for r in k]
+    busy = [r["machine_busy_pct"] for r in runs]
+    others = [r["machine_busy_pct"] - r["ours_pct"] for r in runs]
     print(
         f"\nmachine during the runs: 1-min load {min(loads)}-{max(loads)}, "
-        f"CPU busy {min(busy)}-{max(busy)}% (all cores)"
+        f"CPU busy {min(busy)}-{max(busy)}% of both cores, of which not this benchmark's processes "
+        f"(Postgres and other users) {min(others):.0f}-{max(others):.0f}%"
     )
     print(f"raw numbers: {path.relative_to(ROOT)}")
     return 0 if all(met.values()) else 1
