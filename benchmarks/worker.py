@@ -145,6 +145,7 @@ def core(ns: argparse.Namespace) -> None:
                         frame = await timer.thread("extract", run.extract, batch)
                         valid = await timer.thread("validate", run.validate, frame, rows=frame.height)
                         objects = await timer.thread("transform", run.transform, valid, rows=valid.height)
+                    batch, objects = await timer.thread("fit", run.fit, batch, objects)
                     reading = asyncio.create_task(ahead(run, batch))
                     try:
                         t = time.perf_counter()

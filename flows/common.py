@@ -86,6 +86,8 @@ async def sync_account(entity: str, account_id: str) -> dict:
                     frame = await stages.extract(key, batch)
                     valid = await stages.validate(key, frame)
                     objects = await stages.transform(key, valid)
+                # a few milliseconds of bookkeeping, not a task: the batch ends at a whole request
+                batch, objects = await asyncio.to_thread(run.fit, batch, objects)
                 # the next range is read and mapped while this batch is delivered (tasks/stages.py)
                 ahead = asyncio.create_task(stages.read_ahead(key, batch))
                 try:

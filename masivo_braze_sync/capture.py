@@ -73,6 +73,27 @@ def next_range(
     return LogRange(after=after, upto=Position(int(txid), int(log_id)), rows=int(count))
 
 
+def position_at(
+    conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: str, after: Position, n: int
+) -> Position:
+    """The position of the `n`-th log row (1-based, change order) after `after`.
+
+    Used to end a batch early: `LogRange(after, position_at(..., n), n)` is the range's first `n`
+    rows. The rows are below the horizon already (they were in a range), so no horizon is needed.
+    """
+    row = conn.execute(
+        """
+        SELECT txid::text, id FROM braze_sync.change_log
+        WHERE entity = ANY(%s) AND account_id = %s AND (txid, id) > (%s::text::xid8, %s)
+        ORDER BY txid, id OFFSET %s LIMIT 1
+        """,
+        (list(entities), account_id, str(after.txid), after.log_id, n - 1),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"account {account_id}: fewer than {n} log rows after the cursor")
+    return Position(int(row[0]), int(row[1]))
+
+
 def read_cursor(conn: psycopg.Connection, *, consumer: str, account_id: str) -> Position:
     """Where `consumer` has delivered up to for the account (the start when it never ran)."""
     row = conn.execute(

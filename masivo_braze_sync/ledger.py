@@ -13,12 +13,12 @@ CONTRACT §9), and keys never sent are simply sent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 import psycopg
 
-from masivo_braze_sync.capture import LogRange, Position, next_range, read_cursor, write_cursor
+from masivo_braze_sync.capture import LogRange, Position, next_range, position_at, read_cursor, write_cursor
 from masivo_braze_sync.db.engine import Database
 
 
@@ -94,6 +94,23 @@ class Ledger:
                 ),
             ).fetchone()[0]
             return BatchRef(batch_id, self.consumer, self.account_id, rng)
+
+    def shrink(self, batch: BatchRef, entities: tuple[str, ...], rows: int) -> BatchRef:
+        """End a new batch after its first `rows` log rows (before any request is recorded).
+
+        The rest of the range goes to the next batch. A dry run's batch is only recomputed.
+        """
+        if batch.resumed or not 0 < rows < batch.range.rows:
+            raise ValueError(f"batch {batch.id}: cannot end after {rows} of its {batch.range.rows} log rows")
+        with self.db.connection() as conn:
+            upto = position_at(conn, entities=entities, account_id=self.account_id, after=batch.range.after, n=rows)
+            if batch.id is not None:
+                conn.execute(
+                    "UPDATE braze_sync.batches SET to_txid = %s::text::xid8, to_id = %s, log_rows = %s "
+                    "WHERE id = %s AND status = 'open'",
+                    (str(upto.txid), upto.log_id, rows, batch.id),
+                )
+        return replace(batch, range=LogRange(batch.range.after, upto, rows))
 
     def take_over(self, batch_id: int) -> ResumeState:
         """Read what an interrupted attempt delivered, and retire its unfinished ledger rows."""

@@ -1,6 +1,6 @@
 """One account's sync of one entity, stage by stage, with no orchestration framework.
 
-    next_batch → extract → validate → transform → deliver (batch + send + ledger) → commit
+    next_batch → extract → validate → transform → fit → deliver (batch + send + ledger) → commit
 
 `AccountRun` holds what lives for the whole run (the Braze client and its event loop, the lock,
 the counters); each stage is a method that Prefect tasks in `tasks/` call by run key, and
@@ -105,6 +105,9 @@ class AccountRun:
         self._dry_position: Position | None = None
         self._rejects: list[pl.DataFrame] = []
         self._states: list[pl.DataFrame] = []
+        self._skips: list[pl.DataFrame] = []
+        #: the keys read for the current batch in change order, with `log_ord` (`fit`)
+        self._order: pl.DataFrame | None = None
         self._refused: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -229,7 +232,12 @@ class AccountRun:
             self.db.url, self.entity.extract_sql, account_id=self.account.account_id, log_range=batch.range
         )
         self.summary.rows_read += frame.height
+        self.remember_order(frame)
         return frame
+
+    def remember_order(self, frame: pl.DataFrame) -> None:
+        """Keep the batch's keys in change order, for `fit` (entities with `whole_requests`)."""
+        self._order = frame.select("key", "log_ord") if self.entity.whole_requests else None
 
     def validate(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Rows that may go on; the rest are counted as skipped or kept as rejected."""
@@ -242,6 +250,55 @@ class AccountRun:
         out = self.entity.transform(frame, self.ctx)
         self._note(out)
         return out.frame
+
+    def fit(self, batch: BatchRef, objects: pl.DataFrame) -> tuple[BatchRef, pl.DataFrame]:
+        """End a full batch at its last whole request; the rows after it go to the next batch.
+
+        Every batch but the last would otherwise end with a partly filled request, so a backlog
+        would cost one request per batch more than the minimum (objects / 75). Only for new,
+        full batches (more rows follow) of entities with `whole_requests`; the rows left out are
+        read again by the next batch, and their skips and rejects are counted there, not here.
+        """
+        order, self._order = self._order, None
+        per = self.settings.objects_per_request
+        n = objects.height
+        if (
+            order is None
+            or batch.resumed
+            or batch.range.rows < self.settings.batch_rows  # the log's end: nothing to wait for
+            or n <= per
+            or n % per == 0
+            or objects.get_column("array").n_unique() != 1
+            or objects.get_column("array")[0] == "delete"
+        ):
+            return batch, objects
+        keep = n - n % per
+        indexed = order.with_row_index("i")
+        cut = indexed.filter(pl.col("key") == objects.get_column("key")[keep])
+        kept_last = indexed.filter(pl.col("key").is_in(objects.get_column("key").head(keep).implode()))["i"].max()
+        if cut.height != 1 or kept_last is None or kept_last >= cut["i"][0]:
+            log.debug("account %s: objects not in read order; batch kept whole", self.account.account_id)
+            return batch, objects
+        rows = int(cut["log_ord"][0]) - 1  # the log rows before the first row of the first key left out
+        fitted = self.ledger.shrink(batch, self.entity.captured, rows)
+        later = order.slice(int(cut["i"][0])).get_column("key").implode()
+
+        def now(frame: pl.DataFrame) -> pl.DataFrame:
+            return frame.filter(~pl.col("key").is_in(later))
+
+        s = self.summary
+        s.rows_read -= order.height - int(cut["i"][0])
+        for frame in self._rejects:
+            s.rejected -= frame.filter(pl.col("key").is_in(later) & (pl.col("stage") != "field")).height
+        for frame in self._skips:
+            for reason, count in frame.filter(pl.col("key").is_in(later)).group_by("reason").len().iter_rows():
+                s.skipped -= count
+                s.skip_reasons[reason] -= count
+        s.skip_reasons = {r: c for r, c in s.skip_reasons.items() if c}
+        self._rejects = [now(f) for f in self._rejects]
+        self._states = [now(f) for f in self._states]
+        self._skips = []
+        return fitted, objects.head(keep)
 
     async def deliver(self, batch: BatchRef, objects: pl.DataFrame) -> DeliveryStats:
         """Pack the objects into requests and send those not already delivered for this batch."""
@@ -291,7 +348,7 @@ class AccountRun:
         state = pl.concat(self._states) if self._states else None
         if state is not None and self._refused:
             state = state.filter(~pl.col("key").is_in(list(self._refused)))  # Braze did not take them
-        self._rejects, self._states, self._refused = [], [], set()
+        self._rejects, self._states, self._refused, self._skips = [], [], set(), []
         self.summary.batches += 1
         self._advance(batch.range.rows)
         if self.dry_run:
@@ -309,6 +366,7 @@ class AccountRun:
         """Every stage for every batch until the backlog is empty (no orchestration)."""
         while (batch := self.next_batch()) is not None:
             objects = self.transform(self.validate(self.extract(batch)))
+            batch, objects = self.fit(batch, objects)
             await self.deliver(batch, objects)
             self.commit(batch)
         return self.summary
@@ -321,6 +379,8 @@ class AccountRun:
             self.summary.rejected += out.rejected.filter(pl.col("stage") != "field").height
         if out.state is not None:
             self._states.append(out.state)
+        if out.skipped_keys is not None and out.skipped_keys.height:
+            self._skips.append(out.skipped_keys)
         for reason, n in out.skipped.items():
             self.summary.skipped += n
             self.summary.skip_reasons[reason] = self.summary.skip_reasons.get(reason, 0) + n

@@ -35,6 +35,8 @@ class Ahead:
     rows: int
     validated: Prepared
     transformed: Prepared
+    #: the keys read in change order (`AccountRun.fit`), when the entity ends batches at whole requests
+    order: pl.DataFrame | None
 
 
 class PipelinedRun(AccountRun):
@@ -68,7 +70,8 @@ class PipelinedRun(AccountRun):
         validated = self.entity.validate(frame, self.ctx)
         transformed = self.entity.transform(validated.frame, self.ctx)
         # only the objects wait for the batch: the rows they came from are let go now
-        self.ahead = Ahead(rng, frame.height, replace(validated, frame=validated.frame.clear()), transformed)
+        order = frame.select("key", "log_ord") if self.entity.whole_requests else None
+        self.ahead = Ahead(rng, frame.height, replace(validated, frame=validated.frame.clear()), transformed, order)
         return frame.height
 
     def take_ahead(self, batch: BatchRef) -> pl.DataFrame | None:
@@ -78,6 +81,7 @@ class PipelinedRun(AccountRun):
         if ahead is None or batch.resumed or batch.range != ahead.range:
             return None
         self.summary.rows_read += ahead.rows
+        self._order = ahead.order
         self._note(ahead.validated)
         self._note(ahead.transformed)
         return ahead.transformed.frame

@@ -35,6 +35,8 @@ class Prepared:
     skipped: dict[str, int] = field(default_factory=dict)
     state: pl.DataFrame | None = None
     metrics: dict[str, int] = field(default_factory=dict)
+    #: the keys behind `skipped` (key, reason), from entities that end batches at whole requests
+    skipped_keys: pl.DataFrame | None = None
 
     def merge_skipped(self, other: dict[str, int]) -> None:
         """Add another stage's skip counts to these."""
@@ -67,6 +69,11 @@ class Entity:
     #: idempotent entity re-sends its whole interrupted batch (so the state it commits is exactly
     #: what was sent); a non-idempotent one (events, purchases) skips what the ledger says landed.
     idempotent: bool = False
+    #: whether a full batch may end at the last whole request (`AccountRun.fit`): the extract
+    #: returns one row per key with `log_ord` (the rank of the key's first log row in the range) in
+    #: that order, transform keeps that order with at most one object per key and no metrics, and
+    #: validate/transform name their skipped keys (`Prepared.skipped_keys`)
+    whole_requests: bool = False
 
     def is_enabled(self, account: AccountConfig) -> bool:
         """Whether this entity syncs for the account (integration enabled, toggle on)."""

@@ -36,14 +36,17 @@ MAX_EXTERNAL_ID_BYTES = 987  # Braze: EXTERNAL_USER_ID_TOO_LARGE above this (CON
 UNREADABLE_PROPERTIES = "properties hold a number out of range or nest over 1,000 levels"
 
 EXTRACT_SQL = """
-WITH changed AS (
-    SELECT entity_key, min(id) AS first_id
+WITH log AS (
+    -- the index (entity, account_id, txid, id) yields the range in change order: numbering it needs no sort
+    SELECT entity_key, row_number() OVER (ORDER BY txid, id) AS ord
     FROM braze_sync.change_log
     WHERE entity = 'events' AND account_id = $1
       AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
-    GROUP BY entity_key
+), changed AS (
+    SELECT entity_key, min(ord) AS log_ord FROM log GROUP BY entity_key
 )
 SELECT ch.entity_key AS key,
+       ch.log_ord,
        e.id IS NOT NULL AS present,
        e.customer_id,
        e.type,
@@ -55,7 +58,7 @@ SELECT ch.entity_key AS key,
 FROM changed ch
 LEFT JOIN public.events e ON e.id = ch.entity_key AND e.account_id = $1
 LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = e.customer_id
-ORDER BY ch.first_id
+ORDER BY ch.log_ord
 """
 
 
@@ -154,6 +157,9 @@ class EventsEntity(Entity):
     #: the rows read depend only on Masivo's tables, never on what the sync commits: the next
     #: range may be read while a batch is delivered (tasks/stages.py `PipelinedRun`)
     read_ahead = True
+    #: one object per key, in the order read (`log_ord`), skipped keys named: a full batch may end
+    #: at a whole request (`AccountRun.fit`)
+    whole_requests = True
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Drop what is never sent and reject what Braze would refuse, on whole columns."""
@@ -185,11 +191,13 @@ class EventsEntity(Entity):
             .with_columns(pl.col("verdict").str.splitn(":", 2).struct.rename_fields(["kind", "reason"]))
             .unnest("verdict")
         )
-        skipped = out.filter(pl.col("kind") == "skip").group_by("reason").len()
+        skipped_keys = out.filter(pl.col("kind") == "skip").select("key", "reason")
+        skipped = skipped_keys.group_by("reason").len()
         return Prepared(
             frame=ok,
             rejected=_rejects(out.filter(pl.col("kind") == "reject"), "validate"),
             skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
+            skipped_keys=skipped_keys,
         )
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:

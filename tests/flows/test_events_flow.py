@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -126,3 +127,25 @@ def test_demo_runs_end_to_end_and_prints_the_summary(prefect_api, db) -> None:
     assert "What the Braze emulator received" in result.output
     for account in ("demo-andes", "demo-caribe", "demo-pampa"):
         assert account in result.output
+
+
+def test_a_backlog_of_many_batches_reads_ahead_and_sends_each_event_once_in_the_fewest_requests(
+    prefect_api, make_account, add_events, received, emulator, monkeypatch
+) -> None:
+    # the flow maps the next range while a batch is delivered, and ends full batches at whole
+    # requests: both must keep every event exactly once across many batch boundaries
+    from masivo_braze_sync.batch import min_requests
+    from masivo_braze_sync.settings import get_settings
+
+    monkeypatch.setenv("MASIVO_BATCH_ROWS", "250")
+    get_settings.cache_clear()
+    make_account("acct-1", customers=1)
+    ids: list[str] = []
+    for _ in range(6):
+        ids += add_events("acct-1", 160)
+        add_events("acct-1", 17, type="EXPIRE")
+    (summary,) = asyncio.run(sync_events())
+    assert Counter(received("acct-1")) == Counter(ids)
+    assert summary["requests"] == emulator.stats("acct-1").requests == min_requests(len(ids))
+    assert (summary["rows_read"], summary["skipped"]) == (6 * 177, 6 * 17)
+    assert summary["batches"] >= 5
