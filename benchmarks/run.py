@@ -161,12 +161,17 @@ class Emulator:
             self.proc.kill()
 
 
+#: `--py-spy`: every measured worker runs under `py-spy record` (raw folded stacks beside its log)
+PY_SPY: list[str] = []
+
+
 def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str) -> dict:
     out = logdir / f"{tag}.json"
     with open(logdir / f"{tag}.log", "w") as logf:
         t = time.perf_counter()
+        spy = [*PY_SPY, "-o", str(logdir / f"{tag}.pyspy.txt"), "--"] if PY_SPY and mode != "emulator" else []
         code = subprocess.call(
-            [sys.executable, str(HERE / "worker.py"), mode, "--out", str(out), *args],
+            [*spy, sys.executable, str(HERE / "worker.py"), mode, "--out", str(out), *args],
             env=env,
             cwd=ROOT,
             stdout=logf,
@@ -339,104 +344,114 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             met[key] = ok
         rows.append((metric, value, target, mark))
 
-    ev = res["stages"]["events"]
-    row("extract, rows/s (events, 1 thread)", _fmt(ev["extract"]), ">= 300,000", ev["extract"] >= 300_000, "extract")
-    row(
-        "transform (validate+transform), rows/s",
-        _fmt(ev["transform"]),
-        ">= 200,000",
-        ev["transform"] >= 200_000,
-        "transform",
-    )
-    row("transform per CPU-second (thread time: what the load cannot take)", _fmt(ev["transform_cpu"]))
-    row("pack into requests, objects/s", _fmt(ev["pack"]))
-    for entity, rates in res["stages"].items():
-        if entity != "events":
-            row(f"{entity}: extract / transform rows/s", f"{_fmt(rates['extract'])} / {_fmt(rates['transform'])}")
+    if "events" in res["stages"]:
+        ev = res["stages"]["events"]
+        row(
+            "extract, rows/s (events, 1 thread)", _fmt(ev["extract"]), ">= 300,000", ev["extract"] >= 300_000, "extract"
+        )
+        row(
+            "transform (validate+transform), rows/s",
+            _fmt(ev["transform"]),
+            ">= 200,000",
+            ev["transform"] >= 200_000,
+            "transform",
+        )
+        row("transform per CPU-second (thread time: what the load cannot take)", _fmt(ev["transform_cpu"]))
+        row("pack into requests, objects/s", _fmt(ev["pack"]))
+        for entity, rates in res["stages"].items():
+            if entity != "events":
+                row(f"{entity}: extract / transform rows/s", f"{_fmt(rates['extract'])} / {_fmt(rates['transform'])}")
 
-    lim = res["scenarios"]["limited"]
-    ps = lim["per_second"]
-    flow = lim["runs"]["flow"]
-    core = lim["runs"]["core"]
-    d = [r["delivery"] for r in flow]
-    requests, minimum = med([x["requests"] for x in d]), med([x["min_requests"] for x in d])
-    vs_floor = med([x["vs_floor_worst"] for x in d])
-    n429 = max(x["rate_limited"] for x in d)
-    n_ws = len(flow[0]["delivery"].get("workspaces", [])) or args.accounts
-    title = f"limited ({args.rate_limit:,.0f} req/s = {n_ws} x {ps:,.0f}/s, {args.latency_ms:g} ms)"
-    row(f"{title}: objects delivered (flow)", _fmt(med([x["objects"] for x in d])))
-    row(
-        f"{title}: requests sent vs minimum",
-        f"{_fmt(requests)} vs {_fmt(minimum)}",
-        "= minimum",
-        all(x["requests"] == x["min_requests"] for x in d),
-        "requests",
-    )
-    row(
-        f"{title}: delivery time vs floor (worst workspace)",
-        f"{_fmt(med([x['delivery_s_worst'] for x in d]), 2)} s vs {_fmt(med([x['floor_s_worst'] for x in d]), 2)} s"
-        f" = {vs_floor:.3f} x",
-        "<= 1.10 x",
-        vs_floor <= 1.10,
-        "floor",
-    )
-    row(f"{title}: 429 responses (worst run)", str(n429), "0", n429 == 0, "429")
-    row(
-        f"{title}: most requests in one window", f"{max(x['max_in_window'] for x in d)} (limit {int(ps * args.window)})"
-    )
-    flow_s, core_s = med([r["run_s"] for r in flow]), med([r["run_s"] for r in core])
-    overhead = (flow_s - core_s) / flow_s
-    row(
-        f"{title}: Prefect overhead (flow {flow_s:.2f} s vs core {core_s:.2f} s)",
-        f"{100 * overhead:.1f}%",
-        "<= 10%",
-        overhead <= 0.10,
-        "overhead",
-    )
-    row(
-        f"{title}: objects/s (flow, core)",
-        f"{_fmt(med([x['objects_per_s'] for x in d]))}, " + _fmt(med([r["delivery"]["objects_per_s"] for r in core])),
-    )
+    flow: list[dict] = []
+    core: list[dict] = []
+    if "limited" in res["scenarios"]:
+        lim = res["scenarios"]["limited"]
+        ps = lim["per_second"]
+        flow = lim["runs"]["flow"]
+        core = lim["runs"]["core"]
+        d = [r["delivery"] for r in flow]
+        requests, minimum = med([x["requests"] for x in d]), med([x["min_requests"] for x in d])
+        vs_floor = med([x["vs_floor_worst"] for x in d])
+        n429 = max(x["rate_limited"] for x in d)
+        n_ws = len(flow[0]["delivery"].get("workspaces", [])) or args.accounts
+        title = f"limited ({args.rate_limit:,.0f} req/s = {n_ws} x {ps:,.0f}/s, {args.latency_ms:g} ms)"
+        row(f"{title}: objects delivered (flow)", _fmt(med([x["objects"] for x in d])))
+        row(
+            f"{title}: requests sent vs minimum",
+            f"{_fmt(requests)} vs {_fmt(minimum)}",
+            "= minimum",
+            all(x["requests"] == x["min_requests"] for x in d),
+            "requests",
+        )
+        row(
+            f"{title}: delivery time vs floor (worst workspace)",
+            f"{_fmt(med([x['delivery_s_worst'] for x in d]), 2)} s vs {_fmt(med([x['floor_s_worst'] for x in d]), 2)} s"
+            f" = {vs_floor:.3f} x",
+            "<= 1.10 x",
+            vs_floor <= 1.10,
+            "floor",
+        )
+        row(f"{title}: 429 responses (worst run)", str(n429), "0", n429 == 0, "429")
+        row(
+            f"{title}: most requests in one window",
+            f"{max(x['max_in_window'] for x in d)} (limit {int(ps * args.window)})",
+        )
+        flow_s, core_s = med([r["run_s"] for r in flow]), med([r["run_s"] for r in core])
+        overhead = (flow_s - core_s) / flow_s
+        row(
+            f"{title}: Prefect overhead (flow {flow_s:.2f} s vs core {core_s:.2f} s)",
+            f"{100 * overhead:.1f}%",
+            "<= 10%",
+            overhead <= 0.10,
+            "overhead",
+        )
+        row(
+            f"{title}: objects/s (flow, core)",
+            f"{_fmt(med([x['objects_per_s'] for x in d]))}, "
+            + _fmt(med([r["delivery"]["objects_per_s"] for r in core])),
+        )
 
-    un = res["scenarios"]["unlimited"]["runs"]
-    b = med([r["delivery"]["objects_per_s"] for r in un["baseline"]])
-    f = med([r["delivery"]["objects_per_s"] for r in un["flow"]])
-    c = med([r["delivery"]["objects_per_s"] for r in un["core"]])
-    title = f"no rate limit ({args.latency_ms:g} ms)"
-    row(f"{title}: baseline objects/s", _fmt(b))
-    row(
-        f"{title}: pipeline (flow) objects/s",
-        f"{_fmt(f)} = {f / b:.2f} x baseline",
-        ">= 0.80 x",
-        f / b >= 0.8,
-        "vs-baseline",
-    )
-    row(f"{title}: core (no Prefect) objects/s", f"{_fmt(c)} = {c / b:.2f} x baseline")
-    per_req = [
-        1000 * med([r[k] for r in un[kind]]) / med([r["delivery"]["requests"] for r in un[kind]])
-        for kind, k in (("flow", "run_cpu_s"), ("core", "run_cpu_s"), ("baseline", "send_cpu_s"))
-    ]
-    row(
-        f"{title}: CPU ms per request (flow, core: whole pipeline; baseline: sending)",
-        " / ".join(f"{v:.2f}" for v in per_req),
-    )
-    uflow_s, ucore_s = med([r["run_s"] for r in un["flow"]]), med([r["run_s"] for r in un["core"]])
-    row(
-        f"{title}: Prefect overhead (flow {uflow_s:.2f} s vs core {ucore_s:.2f} s)",
-        f"{100 * (uflow_s - ucore_s) / uflow_s:.1f}%",
-    )
-    row(
-        f"{title}: 429s / requests vs minimum (flow)",
-        f"{max(r['delivery']['rate_limited'] for r in un['flow'])} / "
-        f"{_fmt(med([r['delivery']['requests'] for r in un['flow']]))} vs "
-        f"{_fmt(med([r['delivery']['min_requests'] for r in un['flow']]))}",
-    )
-    all_flow = flow + un["flow"]
-    row(
-        "peak RSS, CLI process (200k backlog)",
-        f"{_fmt(max(r['maxrss_mb'] for r in all_flow))} MB "
-        f"(core {_fmt(max(r['maxrss_mb'] for r in core + un['core']))} MB)",
-    )
+    if "unlimited" in res["scenarios"]:
+        un = res["scenarios"]["unlimited"]["runs"]
+        b = med([r["delivery"]["objects_per_s"] for r in un["baseline"]])
+        f = med([r["delivery"]["objects_per_s"] for r in un["flow"]])
+        c = med([r["delivery"]["objects_per_s"] for r in un["core"]])
+        title = f"no rate limit ({args.latency_ms:g} ms)"
+        row(f"{title}: baseline objects/s", _fmt(b))
+        row(
+            f"{title}: pipeline (flow) objects/s",
+            f"{_fmt(f)} = {f / b:.2f} x baseline",
+            ">= 0.80 x",
+            f / b >= 0.8,
+            "vs-baseline",
+        )
+        row(f"{title}: core (no Prefect) objects/s", f"{_fmt(c)} = {c / b:.2f} x baseline")
+        per_req = [
+            1000 * med([r[k] for r in un[kind]]) / med([r["delivery"]["requests"] for r in un[kind]])
+            for kind, k in (("flow", "run_cpu_s"), ("core", "run_cpu_s"), ("baseline", "send_cpu_s"))
+        ]
+        row(
+            f"{title}: CPU ms per request (flow, core: whole pipeline; baseline: sending)",
+            " / ".join(f"{v:.2f}" for v in per_req),
+        )
+        uflow_s, ucore_s = med([r["run_s"] for r in un["flow"]]), med([r["run_s"] for r in un["core"]])
+        row(
+            f"{title}: Prefect overhead (flow {uflow_s:.2f} s vs core {ucore_s:.2f} s)",
+            f"{100 * (uflow_s - ucore_s) / uflow_s:.1f}%",
+        )
+        row(
+            f"{title}: 429s / requests vs minimum (flow)",
+            f"{max(r['delivery']['rate_limited'] for r in un['flow'])} / "
+            f"{_fmt(med([r['delivery']['requests'] for r in un['flow']]))} vs "
+            f"{_fmt(med([r['delivery']['min_requests'] for r in un['flow']]))}",
+        )
+        flow, core = flow + un["flow"], core + un["core"]
+    all_flow = flow
+    if flow:
+        row(
+            "peak RSS, CLI process (200k backlog)",
+            f"{_fmt(max(r['maxrss_mb'] for r in flow))} MB (core {_fmt(max(r['maxrss_mb'] for r in core))} MB)",
+        )
     if "rss" in res:
         rss = res["rss"]
         row(
@@ -446,10 +461,11 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             rss["maxrss_mb"] <= 500,
             "rss",
         )
-    row(
-        "Prefect one-off start (import + ephemeral API), not in the overhead",
-        f"{med([r['import_s'] for r in all_flow]):.1f} s + {med([r['prefect_ready_s'] for r in all_flow]):.1f} s",
-    )
+    if all_flow:
+        row(
+            "Prefect one-off start (import + ephemeral API), not in the overhead",
+            f"{med([r['import_s'] for r in all_flow]):.1f} s + {med([r['prefect_ready_s'] for r in all_flow]):.1f} s",
+        )
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("metric", "value (median)", "target", "")
     lines = [
@@ -492,6 +508,17 @@ def main() -> int:
         "per-account flow runs on its write lock",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the children's logs in benchmarks/results/")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("stages", "limited", "unlimited"),
+        help="run only these parts (repeatable; default: all). The table then shows what was measured",
+    )
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="profile every worker with `py-spy record --gil -f raw` (py-spy must be on PATH; implies --keep-logs)",
+    )
     args = parser.parse_args()
 
     started = time.strftime("%Y%m%d-%H%M%S")
@@ -503,7 +530,9 @@ def main() -> int:
     res: dict = {"machine": machine(), "args": vars(args), "started": started, "database": where}
     with ExitStack() as stack:
         logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="masivo-bench-")))
-        if args.keep_logs:
+        if args.py_spy:
+            PY_SPY[:] = ["py-spy", "record", "--gil", "--rate", "200", "--format", "raw"]
+        if args.keep_logs or args.py_spy:
             logdir = outdir / f"logs-{started}"
             logdir.mkdir()
         prefect_home = stack.enter_context(tempfile.TemporaryDirectory(prefix="masivo-bench-prefect-"))
@@ -539,7 +568,8 @@ def main() -> int:
             orders=args.orders,
         )
         log(f"seeded {res['seeded']} in {time.perf_counter() - t:.1f}s")
-        entities = [e for e in ("events", "customers", "purchases") if e in ENTITIES]
+        only = set(args.only or ("stages", "limited", "unlimited"))
+        entities = [e for e in ("events", "customers", "purchases") if e in ENTITIES and "stages" in only]
         res["entities"] = list(ENTITIES)
         res["stages"] = {}
         for entity in entities:
@@ -551,16 +581,17 @@ def main() -> int:
             res["stages"][entity] = stage_rates(data) | record
             log(f"stages {entity}: {res['stages'][entity]}")
 
-        res["scenarios"] = {
-            "limited": scenario(
+        res["scenarios"] = {}
+        if "limited" in only:
+            res["scenarios"]["limited"] = scenario(
                 "limited", em=em, env=env, accounts=accounts, per_second=args.rate_limit / len(accounts), args=args,
                 logdir=logdir, db_url=db_url, kinds=("flow", "core"),
-            ),
-            "unlimited": scenario(
+            )  # fmt: skip
+        if "unlimited" in only:
+            res["scenarios"]["unlimited"] = scenario(
                 "unlimited", em=em, env=env, accounts=accounts, per_second=None, args=args,
                 logdir=logdir, db_url=db_url, kinds=("baseline", "flow", "core"),
-            ),
-        }  # fmt: skip
+            )  # fmt: skip
 
         if args.rss_check:
             em.reset()
@@ -597,8 +628,8 @@ def main() -> int:
         f"entities registered: {', '.join(res['entities'])}"
     )
     print(table)
-    loads = [r["loadavg_before"] for s in res["scenarios"].values() for k in s["runs"].values() for r in k]
-    runs = [r for s in res["scenarios"].values() for k in s["runs"].values() for r in k]
+    runs = [r for s in res["scenarios"].values() for k in s["runs"].values() for r in k] or list(res["stages"].values())
+    loads = [r["loadavg_before"] for r in runs]
     busy = [r["machine_busy_pct"] for r in runs]
     others = [r["machine_busy_pct"] - r["ours_pct"] for r in runs]
     print(

@@ -55,7 +55,12 @@ def read_frame(url: str, query: str, parameters: tuple) -> pl.DataFrame:
 
 def _read(url: str, query: str, parameters: tuple) -> pl.DataFrame:
     try:
-        return pl.read_database(query, _connection(url), execute_options={"parameters": parameters})
+        # the driver's cursor straight to Arrow: `pl.read_database` does the same, but first asks
+        # whether the connection is SQLAlchemy's, which imports SQLAlchemy's ORM on a process's
+        # first read (~1 s here, with the import lock held: every account's first read waited)
+        with contextlib.closing(_connection(url).cursor()) as cur:
+            cur.execute(query, parameters)
+            return pl.from_arrow(cur.fetch_arrow_table())
     except Exception:
         # a broken connection (server restart) must not poison the thread's next read
         conn = getattr(_local, "conns", {}).pop(url, None)

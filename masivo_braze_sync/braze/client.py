@@ -103,9 +103,10 @@ _NOT_SENT = (
 
 #: httpcore's connection pool scans every connection it holds (and, for idle ones, every
 #: connection again) each time a request starts or ends, so its CPU per request grows with the
-#: square of the pool: 64 connections cost 3-5x the CPU per request of 8 (benchmarks/RESULTS.md).
-#: Pools of at most this many connections, side by side, give the same concurrency at 8's cost.
-SHARD_CONNECTIONS = 8
+#: square of the pool: 64 connections cost 3-5x the CPU per request of 8, and 8 cost ~1.5x the
+#: CPU of 1 (benchmarks/RESULTS.md). One connection per pool, side by side, gives the same
+#: concurrency with no scan at all.
+SHARD_CONNECTIONS = 1
 
 
 class _ShardedTransport(httpx.AsyncBaseTransport):
@@ -376,6 +377,10 @@ class BrazeClient:
             # emulator's plaintext traffic and break loopback tests.
             trust_env=not is_local,
         )
+        # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
+        # pipeline's CPU at 400 requests/s (benchmarks/RESULTS.md)
+        base = str(self._http.base_url).rstrip("/")
+        self._urls = {path: httpx.URL(base + path) for path in (TRACK_PATH, DELETE_PATH)}
         # Taken before the limiter so that a paced slot is used at once, not spent waiting for
         # a connection (which would bunch requests up and break the pacing bound).
         self._semaphore = asyncio.Semaphore(settings.concurrency)
@@ -495,7 +500,7 @@ class BrazeClient:
             async with self._semaphore:
                 tally.waited += await limiter.acquire()
                 try:
-                    response = await self._http.post(path, content=body)
+                    response = await self._http.post(self._urls[path], content=body)
                 except httpx.TransportError as exc:  # includes every httpx.TimeoutException
                     error = exc
                     if not isinstance(exc, _NOT_SENT):
