@@ -26,7 +26,6 @@ from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import ConfigurationError, SyncError
-from masivo_braze_sync.extract import read_range
 from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
 from masivo_braze_sync.settings import Settings, get_settings
 
@@ -228,9 +227,7 @@ class AccountRun:
 
     def extract(self, batch: BatchRef) -> pl.DataFrame:
         """The changed rows behind the batch's log range."""
-        frame = read_range(
-            self.db.url, self.entity.extract_sql, account_id=self.account.account_id, log_range=batch.range
-        )
+        frame = self.entity.extract(self.db.url, self.account.account_id, batch.range)
         self.summary.rows_read += frame.height
         self.remember_order(frame)
         return frame

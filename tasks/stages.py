@@ -22,7 +22,6 @@ from prefect.cache_policies import NO_CACHE
 
 from masivo_braze_sync.capture import LogRange, next_range
 from masivo_braze_sync.entities.base import Prepared
-from masivo_braze_sync.extract import read_range
 from masivo_braze_sync.ledger import BatchRef
 from masivo_braze_sync.pipeline import AccountRun
 
@@ -66,7 +65,7 @@ class PipelinedRun(AccountRun):
             )
         if rng is None:
             return 0
-        frame = read_range(self.db.url, self.entity.extract_sql, account_id=self.account.account_id, log_range=rng)
+        frame = self.entity.extract(self.db.url, self.account.account_id, rng)
         validated = self.entity.validate(frame, self.ctx)
         transformed = self.entity.transform(validated.frame, self.ctx)
         # only the objects wait for the batch: the rows they came from are let go now

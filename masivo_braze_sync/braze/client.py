@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import math
 import random
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -109,6 +111,13 @@ _NOT_SENT = (
 SHARD_CONNECTIONS = 1
 
 
+@functools.cache
+def _ssl_context(trust_env: bool) -> ssl.SSLContext:
+    # loading the CA bundle costs ~75 ms of CPU on a slow core: once per process, not per account
+    # run (an SSLContext is meant to be shared by many connections)
+    return httpx.create_ssl_context(trust_env=trust_env)
+
+
 class _ShardedTransport(httpx.AsyncBaseTransport):
     """`concurrency` HTTP/1.1 connections as several small httpcore pools.
 
@@ -122,7 +131,7 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
         shards = math.ceil(concurrency / SHARD_CONNECTIONS)
         size = math.ceil(concurrency / shards)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        ssl_context = httpx.create_ssl_context(trust_env=trust_env)  # one for all pools
+        ssl_context = _ssl_context(trust_env)  # one for all pools
         self._pools = [
             httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits)
             for _ in range(shards)

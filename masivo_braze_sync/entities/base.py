@@ -13,6 +13,8 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.capture import LogRange
+from masivo_braze_sync.extract import read_range
 
 #: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON).
 #: `array` is a /users/track array (attributes, events, purchases) or "delete" (/users/delete; the
@@ -65,6 +67,9 @@ class Entity:
     toggle: str
     #: SQL for the changed rows over a log range: $1 account, $2/$3 after (txid, id), $4/$5 upto
     extract_sql: str
+    #: the column the rows are sorted by once read, when `extract_sql` leaves the order to the
+    #: client (polars sorts 20,000 rows in ~2 ms; the server's sort was ~15% of the read)
+    extract_order: str | None = None
     #: whether re-sending an object is harmless (attribute sets, deletes). After a crash, an
     #: idempotent entity re-sends its whole interrupted batch (so the state it commits is exactly
     #: what was sent); a non-idempotent one (events, purchases) skips what the ledger says landed.
@@ -74,6 +79,11 @@ class Entity:
     #: that order, transform keeps that order with at most one object per key and no metrics, and
     #: validate/transform name their skipped keys (`Prepared.skipped_keys`)
     whole_requests: bool = False
+
+    def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
+        """The changed rows behind `log_range`, in change order."""
+        frame = read_range(url, self.extract_sql, account_id=account_id, log_range=log_range)
+        return frame.sort(self.extract_order) if self.extract_order else frame
 
     def is_enabled(self, account: AccountConfig) -> bool:
         """Whether this entity syncs for the account (integration enabled, toggle on)."""

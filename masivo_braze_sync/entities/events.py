@@ -58,7 +58,6 @@ SELECT ch.entity_key AS key,
 FROM changed ch
 LEFT JOIN public.events e ON e.id = ch.entity_key AND e.account_id = $1
 LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = e.customer_id
-ORDER BY ch.log_ord
 """
 
 
@@ -154,6 +153,7 @@ class EventsEntity(Entity):
     captured = ("events",)
     toggle = "sync_events"
     extract_sql = EXTRACT_SQL
+    extract_order = "log_ord"
     #: the rows read depend only on Masivo's tables, never on what the sync commits: the next
     #: range may be read while a batch is delivered (tasks/stages.py `PipelinedRun`)
     read_ahead = True
