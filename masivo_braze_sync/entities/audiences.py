@@ -48,7 +48,7 @@ import orjson
 import polars as pl
 import psycopg
 
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
+from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
 
 KEY_PREFIX = "masivo_"
 MAX_KEY_CHARS = 255  # Braze custom attribute keys (CONTRACT §5.3)
@@ -138,22 +138,8 @@ def judge_customers(frame: pl.DataFrame) -> Prepared:
         .when(pl.col("customer_id").str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
         .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
         .otherwise(pl.lit(None, dtype=pl.String))
-        .alias("verdict")
     )
-    judged = frame.with_columns(verdict)
-    ok = judged.filter(pl.col("verdict").is_null()).drop("verdict")
-    out = (
-        judged.filter(pl.col("verdict").is_not_null())
-        .with_columns(pl.col("verdict").str.splitn(":", 2).struct.rename_fields(["kind", "reason"]))
-        .unnest("verdict")
-    )
-    skipped = out.filter(pl.col("kind") == "skip").group_by("reason").len()
-    rejected = out.filter(pl.col("kind") == "reject")
-    return Prepared(
-        frame=ok,
-        rejected=_rejects(rejected["key"].to_list(), rejected["reason"].to_list(), "validate"),
-        skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
-    )
+    return judge(frame, verdict)
 
 
 def attribute_objects(values: dict[str, dict[str, bool | None]]) -> pl.DataFrame:

@@ -46,6 +46,27 @@ class Prepared:
             self.skipped[reason] = self.skipped.get(reason, 0) + n
 
 
+def judge(frame: pl.DataFrame, verdict: pl.Expr) -> Prepared:
+    """Split rows by a verdict per row: null goes on, `"skip:<reason>"` is counted (and its key
+    named), `"reject:<reason>"` is rejected at stage `validate`. The rows that go on are `frame`'s."""
+    judged = frame.with_columns(verdict.alias("_verdict"))
+    out = (
+        judged.filter(pl.col("_verdict").is_not_null())
+        .select("key", pl.col("_verdict").str.splitn(":", 2).struct.rename_fields(["kind", "reason"]).alias("_v"))
+        .unnest("_v")
+    )
+    skipped_keys = out.filter(pl.col("kind") == "skip").select("key", "reason")
+    counts = skipped_keys.group_by("reason").len()
+    return Prepared(
+        frame=judged.filter(pl.col("_verdict").is_null()).drop("_verdict"),
+        rejected=out.filter(pl.col("kind") == "reject")
+        .select("key", pl.lit("validate").alias("stage"), "reason")
+        .cast(REJECT_SCHEMA),
+        skipped=dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True)),
+        skipped_keys=skipped_keys,
+    )
+
+
 @dataclass(frozen=True)
 class AccountContext:
     """What a mapping may know about the account (never its API key)."""

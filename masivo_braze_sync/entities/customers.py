@@ -42,7 +42,7 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
+from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
 from masivo_braze_sync.entities.events import MAX_EXTERNAL_ID_BYTES
 from masivo_braze_sync.iso import COUNTRIES, LANGUAGES
 from masivo_braze_sync.properties import MAX_STRING, flatten_fields
@@ -260,18 +260,9 @@ class CustomersEntity(Entity):
             .otherwise(pl.lit("delete" if on["sync_customers_delete"] else "skip:delete toggle off"))
             .alias("action")
         )
-        judged = frame.with_columns(verdict)
-        ok = judged.filter(pl.col("action").is_in(["upsert", "delete"]))
-        out = judged.filter(~pl.col("action").is_in(["upsert", "delete"])).with_columns(
-            pl.col("action").str.splitn(":", 2).struct.rename_fields(["kind", "reason"])
-        )
-        out = out.unnest("action") if out.height else out.with_columns(kind=pl.lit(""), reason=pl.lit(""))
-        skipped = out.filter(pl.col("kind") == "skip").group_by("reason").len()
-        rejected = out.filter(pl.col("kind") == "reject").select("key", pl.lit("validate").alias("stage"), "reason")
-        return Prepared(
-            frame=ok,
-            rejected=rejected.cast(REJECT_SCHEMA),
-            skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
+        action = pl.col("action")
+        return judge(
+            frame.with_columns(verdict), pl.when(action.is_in(["upsert", "delete"])).then(None).otherwise(action)
         )
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:

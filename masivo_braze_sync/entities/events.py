@@ -18,7 +18,7 @@ import orjson
 import polars as pl
 import psycopg
 
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
+from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.properties import (
     MAX_DEPTH,
@@ -142,10 +142,6 @@ def flatten_event_properties(properties: dict[str, Any]) -> dict[str, Any]:
     return flatten_properties(properties)
 
 
-def _rejects(frame: pl.DataFrame, stage: str) -> pl.DataFrame:
-    return frame.select(pl.col("key"), pl.lit(stage).alias("stage"), pl.col("reason")).cast(REJECT_SCHEMA)
-
-
 class EventsEntity(Entity):
     """Behavioral events as Braze custom events."""
 
@@ -182,23 +178,8 @@ class EventsEntity(Entity):
             .when(name.str.len_chars() > MAX_STRING)
             .then(pl.lit(f"reject:event type is longer than {MAX_STRING} characters"))
             .otherwise(pl.lit(None, dtype=pl.String))
-            .alias("verdict")
         )
-        judged = frame.with_columns(verdict, name.alias("name"))
-        ok = judged.filter(pl.col("verdict").is_null()).drop("verdict")
-        out = (
-            judged.filter(pl.col("verdict").is_not_null())
-            .with_columns(pl.col("verdict").str.splitn(":", 2).struct.rename_fields(["kind", "reason"]))
-            .unnest("verdict")
-        )
-        skipped_keys = out.filter(pl.col("kind") == "skip").select("key", "reason")
-        skipped = skipped_keys.group_by("reason").len()
-        return Prepared(
-            frame=ok,
-            rejected=_rejects(out.filter(pl.col("kind") == "reject"), "validate"),
-            skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
-            skipped_keys=skipped_keys,
-        )
+        return judge(frame.with_columns(name.alias("name")), verdict)
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Each valid row to one Braze event object, serialised once, here."""

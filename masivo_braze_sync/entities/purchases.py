@@ -56,7 +56,7 @@ import polars as pl
 import psycopg
 from psycopg.types.json import Jsonb
 
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared
+from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.iso4217 import is_currency
 from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
@@ -451,24 +451,8 @@ class PurchasesEntity(Entity):
             .when(pl.col("key").str.len_chars() > MAX_STRING)
             .then(pl.lit(f"reject:order id is longer than {MAX_STRING} characters"))
             .otherwise(pl.lit(None, dtype=pl.String))
-            .alias("verdict")
         )
-        judged = frame.with_columns(verdict)
-        ok = judged.filter(pl.col("verdict").is_null()).drop("verdict")
-        out = (
-            judged.filter(pl.col("verdict").is_not_null())
-            .with_columns(pl.col("verdict").str.splitn(":", 2).struct.rename_fields(["kind", "reason"]))
-            .unnest("verdict")
-        )
-        skipped = out.filter(pl.col("kind") == "skip").group_by("reason").len()
-        rejected = out.filter(pl.col("kind") == "reject").select(
-            pl.col("key"), pl.lit("validate").alias("stage"), pl.col("reason")
-        )
-        return Prepared(
-            frame=ok,
-            rejected=rejected.cast(REJECT_SCHEMA),
-            skipped=dict(zip(skipped["reason"].to_list(), skipped["len"].to_list(), strict=True)),
-        )
+        return judge(frame, verdict)
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Each order to the purchases and reversals it still owes Braze."""
