@@ -1,8 +1,9 @@
 """ISO 4217 alphabetic currency codes Braze accepts as a purchase `currency` (CONTRACT §7).
 
 The codes in force in 2025 (List One, including fund, metal and test codes); withdrawn codes
-(HRK, SLL, CUC, ZWL, VEF, BYR, MRO, STD, LTL, ...) are not valid. The same list as the emulator's
-(`emulator/validation.py`), kept here so the core does not depend on the emulator.
+(HRK, SLL, CUC, ZWL, VEF, BYR, MRO, STD, LTL, ...) are not valid; ANG stays until the XCG
+changeover completes. The single copy of the list: the emulator (`emulator/validation.py`) imports
+`CURRENCIES` from here, so the core and the referee agree by construction.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from masivo_braze_sync.iso4217 import CURRENCIES
+
 ARRAYS = ("attributes", "events", "purchases")
 PRIMARY_IDS = ("external_id", "user_alias", "braze_id")
 #: keys that identify the user and are never written as profile fields or billed
@@ -51,20 +53,8 @@ ERR_QUANTITY = "'quantity' is not valid"
 
 # Reference data -------------------------------------------------------------------------------
 
-#: ISO 4217 alphabetic codes in force in 2025 (List One, including fund, metal and test codes).
-#: Withdrawn codes (HRK, SLL, CUC, ZWL, VEF, BYR, MRO, STD, LTL, ...) are rejected on purpose.
-#: ANG stays until the XCG changeover completes.
-_CURRENCY_CODES = """
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN
-    BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN
-    ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD
-    JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT
-    MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG
-    QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT
-    TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG XAU XBA
-    XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWG
-"""
-CURRENCIES = frozenset(_CURRENCY_CODES.split())
+#: ISO 4217 codes a purchase `currency` may carry: `CURRENCIES`, imported from the core's
+#: `masivo_braze_sync.iso4217` (withdrawn codes such as HRK, SLL, CUC, ZWL are rejected on purpose).
 
 GENDERS = frozenset({"M", "F", "O", "N", "P"})
 SUBSCRIPTION_STATES = frozenset({"opted_in", "subscribed", "unsubscribed"})
