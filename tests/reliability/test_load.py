@@ -3,13 +3,16 @@ answers 10% of requests with a 503. Every healthy account delivers fully, and no
 1.2x the time the same work takes alone.
 
 Making the 1.2x comparison meaningful on a 2-core machine:
-- Every account does the same work (80 requests of 5 events) and is paced by its own workspace
-  limit (50 requests per 5 s, ~10 requests/s), set in `braze_integrations` as an operator would.
+- Every account does the same work (60 requests of 5 events) and is paced by its own workspace
+  limit (50 requests per 10 s, ~5 requests/s), set in `braze_integrations` as an operator would.
   An account's time (`AccountSummary.seconds`, from taking its lock to releasing it) is then
-  dominated by its own pacing (~8 s), not by CPU; isolation means a neighbour's failures, retries
+  dominated by its own pacing (~12 s), not by CPU; isolation means a neighbour's failures, retries
   or volume must not eat into an account's budget or stall the event loop they share. What the
-  crowd does cost is start-up: 20 accounts open their Postgres sessions at once (~1 s here, on 2
-  cores), which is why the paced part is kept well above 5x that.
+  crowd does cost is start-up: 20 accounts open their Postgres sessions at once (1-1.5 s on 2
+  cores, depending on the host), which is why the paced part is kept well above 5x that. The crowd's 100 requests/s
+  (client, ledger and the in-process emulator on one GIL) stay well below what one slow core
+  serves: at 10 requests/s per account (200/s) a host with a slow core missed the bound by the
+  CPU alone (10.3 s vs 10.2 s), not by any lack of isolation.
 - "Alone" is the mean of two healthy accounts each run alone, so one slow start does not set the
   bar; in the crowd, every healthy account's time is compared to it.
 - The 20 accounts run the way `flows/common.py` runs them, minus Prefect: one event loop, one
@@ -35,9 +38,9 @@ HEALTHY = [f"load-{i:02d}" for i in range(18)]
 ALONE = HEALTHY[:2]
 REVOKED, FLAKY = "load-revoked", "load-flaky"
 PER_REQUEST = 5  # small requests: CPU per account stays small next to its pacing
-REQUESTS = 80  # ~8 s of pacing at ~10 requests/s
+REQUESTS = 60  # ~12 s of pacing at ~5 requests/s
 EVENTS = PER_REQUEST * REQUESTS
-PACE = {"track_rate_limit": 50, "track_rate_window_seconds": 5.0}
+PACE = {"track_rate_limit": 50, "track_rate_window_seconds": 10.0}
 
 
 def _add_events(db, account: str, first: int) -> None:
