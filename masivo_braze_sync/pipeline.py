@@ -27,9 +27,14 @@ from masivo_braze_sync.deliver import DeliveryStats, deliver
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import ConfigurationError, SyncError
 from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
+from masivo_braze_sync.memory import limit_malloc_arenas
 from masivo_braze_sync.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# every entry point (CLI, flows, demo, benchmarks) runs accounts through here: cap malloc's
+# per-thread arenas before the worker threads allocate (memory.py says why)
+limit_malloc_arenas()
 
 
 class AccountBusy(SyncError):
