@@ -313,6 +313,12 @@ def demo(
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Without PREFECT_API_URL, Prefect starts its ephemeral API server and gives it 20 s: measured
+    # 20-30 s on a slow 2-core host, where `demo` then failed before doing anything
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # the ephemeral server's telemetry heartbeat writes to its SQLite file while it starts and
+    # hit "database is locked" there; nothing here can reach Prefect's telemetry anyway
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()
 
 
