@@ -234,12 +234,8 @@ class AccountRun:
         """The changed rows behind the batch's log range."""
         frame = self.entity.extract(self.db.url, self.account.account_id, batch.range)
         self.summary.rows_read += frame.height
-        self.remember_order(frame)
+        self._order = self.entity.read_order(frame)
         return frame
-
-    def remember_order(self, frame: pl.DataFrame) -> None:
-        """Keep the batch's keys in change order, for `fit` (entities with `whole_requests`)."""
-        self._order = frame.select("key", "log_ord") if self.entity.whole_requests else None
 
     def validate(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Rows that may go on; the rest are counted as skipped or kept as rejected."""

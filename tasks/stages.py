@@ -69,8 +69,13 @@ class PipelinedRun(AccountRun):
         validated = self.entity.validate(frame, self.ctx)
         transformed = self.entity.transform(validated.frame, self.ctx)
         # only the objects wait for the batch: the rows they came from are let go now
-        order = frame.select("key", "log_ord") if self.entity.whole_requests else None
-        self.ahead = Ahead(rng, frame.height, replace(validated, frame=validated.frame.clear()), transformed, order)
+        self.ahead = Ahead(
+            rng,
+            frame.height,
+            replace(validated, frame=validated.frame.clear()),
+            transformed,
+            self.entity.read_order(frame),
+        )
         return frame.height
 
     def take_ahead(self, batch: BatchRef) -> pl.DataFrame | None:

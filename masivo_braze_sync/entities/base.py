@@ -106,6 +106,11 @@ class Entity:
         frame = read_range(url, self.extract_sql, account_id=account_id, log_range=log_range)
         return frame.sort(self.extract_order) if self.extract_order else frame
 
+    def read_order(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        """The keys of an extracted frame in change order (`key`, `log_ord`), for entities that end
+        batches at whole requests; None for the others."""
+        return frame.select("key", "log_ord") if self.whole_requests else None
+
     def is_enabled(self, account: AccountConfig) -> bool:
         """Whether this entity syncs for the account (integration enabled, toggle on)."""
         return account.is_on(self.toggle)
