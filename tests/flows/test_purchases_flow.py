@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from decimal import Decimal
 
 import pytest
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 from flows.purchases import sync_purchases
 from masivo_braze_sync.cli import app
 from masivo_braze_sync.errors import AccountSyncFailed
+from tests.capture_helpers import braze_revenue, masivo_revenue, settle
 
 CUSTOMERS = ("c1", "c2", "c3")
 PATHS = (("FULFILLED", "REVERSED"), ("CANCELLED",), ("FULFILLED", "CANCELLED"), ("FULFILLED",), ())
@@ -59,35 +59,10 @@ def advance(db, account: str, rng: random.Random, paths: list, position: list[in
                 )
 
 
-def settle(db) -> None:
-    """Every change below the capture horizon (other sessions may hold transactions open)."""
-    deadline = time.monotonic() + 30
-    while True:
-        with db.connection() as conn:
-            waiting = conn.execute(
-                "SELECT count(*) FROM braze_sync.change_log WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())"
-            ).fetchone()[0]
-        if not waiting:
-            return
-        assert time.monotonic() < deadline, "the change log did not settle"
-        time.sleep(0.05)
-
-
 def assert_invariant(db, emulator, account: str) -> None:
-    with db.connection() as conn:
-        masivo = dict(
-            conn.execute(
-                "SELECT o.customer_id, sum(i.unit_price * i.quantity) FROM orders o "
-                "JOIN order_items i ON i.account_id = o.account_id AND i.order_id = o.id "
-                "WHERE o.account_id = %s AND o.status = 'FULFILLED' GROUP BY o.customer_id",
-                (account,),
-            ).fetchall()
-        )
+    masivo, braze = masivo_revenue(db, account), braze_revenue(emulator, account)
     for customer in CUSTOMERS:
-        profile = emulator.profile(account, customer)
-        got = [] if profile is None else profile.purchases
-        braze = sum((Decimal(repr(p["price"])) * p["quantity"] for p in got), Decimal(0))
-        assert braze == masivo.get(customer, Decimal(0)), (account, customer)
+        assert braze.get(customer, Decimal(0)) == masivo.get(customer, Decimal(0)), (account, customer)
 
 
 def test_sync_purchases_and_sync_all_hold_the_invariant_over_random_histories(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections import Counter
 from decimal import Decimal
 
@@ -20,6 +19,7 @@ from masivo_braze_sync.accounts import load_accounts
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.entities import PURCHASES
 from masivo_braze_sync.pipeline import AccountRun
+from tests.capture_helpers import braze_revenue, masivo_revenue, settle
 
 CUSTOMERS = ("c1", "c2")
 PATHS = (
@@ -59,23 +59,6 @@ rounds = st.lists(
 ONE_LINE = [{"customer": "c1", "currency": None, "lines": [(150, Decimal("2.00"))], "path": PATHS[0]}]
 
 
-def settle(db: Database, account: str) -> None:
-    """Wait until every change of the account is below the capture horizon (other sessions on the
-    same server may hold transactions open), so that a sync sees the whole history so far."""
-    deadline = time.monotonic() + 30
-    while True:
-        with db.connection() as conn:
-            waiting = conn.execute(
-                "SELECT count(*) FROM braze_sync.change_log "
-                "WHERE account_id = %s AND txid >= pg_snapshot_xmin(pg_current_snapshot())",
-                (account,),
-            ).fetchone()[0]
-        if not waiting:
-            return
-        assert time.monotonic() < deadline, "the change log did not settle"
-        time.sleep(0.05)
-
-
 def crash_between_send_and_commit(db: Database, account_id: str) -> None:
     """Deliver the next batch, then 'die' before the commit (like tests/pipeline/test_crash_recovery.py)."""
     with db.connection() as conn:
@@ -88,25 +71,6 @@ def crash_between_send_and_commit(db: Database, account_id: str) -> None:
                 await run.deliver(batch, run.transform(run.validate(run.extract(batch))))
 
     asyncio.run(go())
-
-
-def braze_revenue(emulator, account: str) -> dict[str, Decimal]:
-    return {
-        cid: sum((Decimal(repr(p["price"])) * p["quantity"] for p in profile.purchases), Decimal(0))
-        for cid, profile in emulator.profiles(account).items()
-    }
-
-
-def masivo_revenue(db: Database, account: str) -> dict[str, Decimal]:
-    with db.connection() as conn:
-        return dict(
-            conn.execute(
-                "SELECT o.customer_id, sum(i.unit_price * i.quantity) FROM orders o "
-                "JOIN order_items i ON i.account_id = o.account_id AND i.order_id = o.id "
-                "WHERE o.account_id = %s AND o.status = 'FULFILLED' GROUP BY o.customer_id",
-                (account,),
-            ).fetchall()
-        )
 
 
 def check(db: Database, emulator, account: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections import Counter
 from decimal import Decimal
 
@@ -16,6 +15,7 @@ from masivo_braze_sync.accounts import load_accounts
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.entities import PURCHASES
 from masivo_braze_sync.pipeline import AccountRun
+from tests.capture_helpers import settle
 
 STAMP = {"FULFILLED": "fulfilled_at", "REVERSED": "reversed_at", "CANCELLED": "cancelled_at"}
 
@@ -74,24 +74,8 @@ def rejects(db) -> dict[str, str]:
         return dict(conn.execute("SELECT entity_key, reason FROM braze_sync.rejected_rows ORDER BY id").fetchall())
 
 
-def settle() -> None:
-    """Wait until every change so far is below the capture horizon (other sessions on the same
-    server may hold transactions open, which only delays changes)."""
-    db = Database(os.environ["MASIVO_DATABASE_URL"])
-    deadline = time.monotonic() + 30
-    while True:
-        with db.connection() as conn:
-            waiting = conn.execute(
-                "SELECT count(*) FROM braze_sync.change_log WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())"
-            ).fetchone()[0]
-        if not waiting:
-            return
-        assert time.monotonic() < deadline, "the change log did not settle"
-        time.sleep(0.05)
-
-
 def sync(run_sync, account: str = "acct-1"):
-    settle()
+    settle(Database(os.environ["MASIVO_DATABASE_URL"]))
     return run_sync(account, "purchases")
 
 
@@ -285,7 +269,7 @@ def _run(transport=None):
 
 
 def deliver_then_die(transport=None) -> None:
-    settle()
+    settle(Database(os.environ["MASIVO_DATABASE_URL"]))
 
     async def go() -> None:
         async with _run(transport) as run:
