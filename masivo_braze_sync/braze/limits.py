@@ -1,0 +1,38 @@
+"""Braze's documented limits, declared once (as dlt declares a destination's capabilities).
+
+Every module that packs, validates, paces or checks against a Braze limit reads it from here;
+settings that let an operator lower a limit take their defaults and bounds from here too.
+The sources are in docs/braze.md#limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BrazeLimits:
+    """What one Braze workspace accepts, by default."""
+
+    #: objects per array (attributes, events, purchases) in one /users/track request
+    objects_per_array: int = 75
+    #: external ids per /users/delete request
+    delete_ids_per_request: int = 50
+    #: /users/track requests per window, and the window
+    track_requests: int = 3_000
+    track_window_seconds: float = 3.0
+    #: /users/delete requests per window, and the window
+    delete_requests: int = 20_000
+    delete_window_seconds: float = 60.0
+    #: bytes of an external id
+    external_id_bytes: int = 987
+    #: characters of a custom attribute key, an event name, a property key or a string value
+    string_chars: int = 255
+    #: properties of one event or purchase that Braze keeps
+    event_properties: int = 256
+    #: bytes of one request body
+    request_bytes: int = 4 * 1024 * 1024
+
+
+#: the limits of a default Braze workspace
+BRAZE = BrazeLimits()
