@@ -147,8 +147,8 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
     """Seed, sync, report; returns the process exit code."""
     from flows import FLOWS
     from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace
-    from masivo_braze_sync.pipeline import AccountSummary
     from masivo_braze_sync.report import print_summaries
+    from masivo_braze_sync.summary import AccountSummary
 
     os.environ["MASIVO_BRAZE_ALLOW_LOCAL_ENDPOINTS"] = "1"  # this process talks to its own emulator
     get_settings.cache_clear()
