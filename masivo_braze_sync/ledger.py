@@ -46,7 +46,7 @@ class Outcome:
     """The final answer for one ledger row."""
 
     delivery_id: int
-    status: str  # delivered | rejected
+    status: str  # delivered | rejected | refused (401/403: not applied) | unsent (never left)
     http_status: int | None
     attempts: int
     possibly_duplicated: bool
@@ -123,9 +123,12 @@ class Ledger:
                     state.done_keys.update(keys)
                 elif status in ("sending", "unknown"):
                     state.unknown_keys.update(keys)
-            # `unknown` = superseded: the keys are planned again in new rows of this attempt
+            # superseded: the keys are planned again in new rows of this attempt. A request that
+            # was sent may have landed (`unknown`); one never sent cannot have (`unsent`), nor
+            # one Braze refused with 401/403 (`refused`): only `unknown` counts as a possible duplicate
             conn.execute(
-                "UPDATE braze_sync.deliveries SET status = 'unknown' "
+                "UPDATE braze_sync.deliveries "
+                "SET status = CASE status WHEN 'sending' THEN 'unknown' ELSE 'unsent' END "
                 "WHERE batch_id = %s AND status IN ('pending', 'sending')",
                 (batch_id,),
             )
