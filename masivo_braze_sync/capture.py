@@ -127,6 +127,39 @@ def backlog(conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: 
     ).fetchone()[0]
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What waits for one consumer of one account: changes after its cursor, and the oldest's age."""
+
+    rows: int
+    #: age of the oldest unsent change, in seconds: how far Braze lags behind Masivo
+    lag_seconds: float
+
+
+BACKLOGS_SQL = """
+SELECT l.account_id, count(*), extract(epoch FROM now() - min(l.created_at))
+FROM braze_sync.change_log l
+LEFT JOIN braze_sync.cursors c ON c.consumer = %(consumer)s AND c.account_id = l.account_id
+WHERE l.entity = ANY(%(entities)s) AND l.account_id = ANY(%(accounts)s)
+  AND (c.account_id IS NULL OR (l.txid, l.id) > (c.txid, c.log_id))
+GROUP BY l.account_id
+"""
+
+
+def backlogs(
+    conn: psycopg.Connection, *, consumer: str, entities: tuple[str, ...], account_ids: list[str]
+) -> dict[str, Backlog]:
+    """Every listed account's backlog for `consumer`, in one query; accounts with none are left out.
+
+    Counts changes not yet visible to the horizon too: they are work, only not readable yet. An
+    interrupted batch's rows are after the cursor, so an account with an open batch has a backlog.
+    """
+    rows = conn.execute(
+        BACKLOGS_SQL, {"consumer": consumer, "entities": list(entities), "accounts": list(account_ids)}
+    ).fetchall()
+    return {account: Backlog(int(n), float(age or 0)) for account, n, age in rows}
+
+
 def horizon_age_seconds(conn: psycopg.Connection) -> float:
     """Age of the oldest open transaction in the cluster: how long changes may be held back."""
     age = conn.execute(

@@ -84,8 +84,9 @@ class AccountSyncFailed(SyncError):
     """Raised at the end of a multi-account run when at least one account failed."""
 
     def __init__(self, failures: dict[str, str], summaries: list | None = None) -> None:
-        names = ", ".join(sorted(failures))
-        super().__init__(f"{len(failures)} account(s) failed: {names}")
+        # each account's reason in the message: it is what the parent run's state shows first
+        reasons = "; ".join(f"{a}: {failures[a].removeprefix(f'account {a}: ')}" for a in sorted(failures))
+        super().__init__(f"{len(failures)} account(s) failed: {reasons}")
         self.failures = failures
         #: every account's summary (counts only), failed or not, for the caller's report
         self.summaries = summaries or []

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     objects_per_request: int = Field(default=75, ge=1, le=75)
     delete_ids_per_request: int = Field(default=50, ge=1, le=50)
 
+    # alerts (docs/operations.md#alerts)
+    alert_rejected_rows: int = Field(
+        default=100, ge=1, description="Rejected rows in one account run that mark its event as above the threshold."
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
