@@ -5,9 +5,12 @@ loopback HTTP, no Prefect."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
+from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
 
 from masivo_braze_sync.accounts import load_accounts
 from masivo_braze_sync.db import Database
@@ -298,3 +301,109 @@ def test_dry_run_of_an_unknown_orders_as_is_refused(make_account, db) -> None:
 
     with pytest.raises(ConfigurationError, match="orders_as 'Both'"):
         asyncio.run(go())
+
+
+# -- the invariant with `both` ------------------------------------------------------------------
+
+
+def check_events(db, emulator, account: str) -> None:
+    """Each recorded event landed once (and nothing else did); per customer, placed - refunded -
+    cancelled value = Masivo's revenue from orders currently FULFILLED."""
+    from masivo_braze_sync.entities.ecommerce import parse_event_key
+    from tests.capture_helpers import masivo_revenue
+
+    with db.connection() as conn:
+        rows = conn.execute("SELECT key FROM braze_sync.order_events WHERE account_id = %s", (account,)).fetchall()
+    expected = Counter()
+    for (key,) in rows:
+        order_id, kind, nos = parse_event_key(key)
+        expected[(kind, order_id, nos)] += 1
+    got, net = Counter(), {}
+    for customer, profile in emulator.profiles(account).items():
+        for e in profile.events:
+            p = e["properties"]
+            kind = e["name"].removeprefix("ecommerce.order_")
+            got[(kind, p["order_id"], tuple(sorted(x["metadata"]["line_no"] for x in p["products"])))] += 1
+            sign = 1 if kind == "placed" else -1
+            net[customer] = net.get(customer, Decimal(0)) + sign * Decimal(repr(p["total_value"]))
+    assert got == expected
+    masivo = masivo_revenue(db, account)
+    for customer in set(net) | set(masivo):
+        assert net.get(customer, Decimal(0)) == masivo.get(customer, Decimal(0)), customer
+
+
+def test_both_holds_the_revenue_invariant_over_random_histories(make_account, run_sync, emulator, db):
+    from tests.capture_helpers import settle
+    from tests.pipeline.test_purchases_invariant import (
+        CUSTOMERS,
+        ONE_LINE,
+        PATHS,
+        STAMP,
+        check,
+        crash_between_send_and_commit,
+        orders,
+        rounds,
+    )
+
+    accounts = itertools.count(1)
+
+    @settings(
+        max_examples=12,
+        deadline=None,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate),
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(orders=orders, rounds=rounds)
+    # a crash after the order_placed landed, then the order is reversed before the resume
+    @example(orders=ONE_LINE, rounds=[([], [0], "crash"), ([], [0], "sync")])
+    # fulfilled and cancelled between two syncs; cancelled while a crashed batch waits
+    @example(
+        orders=[ONE_LINE[0] | {"path": PATHS[2]}, ONE_LINE[0] | {"path": PATHS[2], "customer": "c2"}],
+        rounds=[([], [0], "none"), ([], [0, 1], "crash"), ([], [1], "sync")],
+    )
+    def history(orders: list[dict], rounds: list[tuple]) -> None:
+        account = make_account(f"both-{next(accounts)}", orders_as="both")
+        with db.connection() as conn:
+            for c in CUSTOMERS:
+                conn.execute("INSERT INTO customers (account_id, id) VALUES (%s, %s)", (account, c))
+            for n, o in enumerate(orders):
+                conn.execute(
+                    "INSERT INTO orders (account_id, id, customer_id, status, currency) "
+                    "VALUES (%s, %s, %s, 'PENDING', %s)",
+                    (account, f"o{n}", o["customer"], o["currency"]),
+                )
+                for line_no, (quantity, price) in enumerate(o["lines"], start=1):
+                    conn.execute(
+                        "INSERT INTO order_items (account_id, order_id, line_no, sku, name, quantity, unit_price) "
+                        "VALUES (%s, %s, %s, %s, 'Product', %s, %s)",
+                        (account, f"o{n}", line_no, f"SKU-{line_no}", quantity, price),
+                    )
+        position = [0] * len(orders)
+        for edits, advances, action in [*rounds, ([], [], "sync")]:
+            with db.connection() as conn:
+                for i, quantity in edits:
+                    if i < len(orders) and position[i] == 0:
+                        conn.execute(
+                            "UPDATE order_items SET quantity = %s WHERE account_id = %s AND order_id = %s",
+                            (quantity, account, f"o{i}"),
+                        )
+                for i in advances:
+                    if i < len(orders) and position[i] < len(orders[i]["path"]):
+                        status = orders[i]["path"][position[i]]
+                        position[i] += 1
+                        conn.execute(
+                            f"UPDATE orders SET status = %s, {STAMP[status]} = now(), updated_at = now() "
+                            "WHERE account_id = %s AND id = %s",
+                            (status, account, f"o{i}"),
+                        )
+            if action != "none":
+                settle(db, account)
+            if action == "sync":
+                assert run_sync(account, "purchases").possibly_duplicated == 0
+            elif action == "crash":
+                crash_between_send_and_commit(db, account)
+        check(db, emulator, account)  # the purchases: Braze revenue = Masivo fulfilled revenue, at most once
+        check_events(db, emulator, account)
+        assert run_sync(account, "purchases").objects_sent == 0
+
+    history()
