@@ -121,7 +121,11 @@ class AccountRun:
     async def __aenter__(self) -> AccountRun:
         self._started = time.perf_counter()
         if self.dry_run:
-            self.entity.check(self.account)
+            try:
+                self.entity.check(self.account)
+            except ConfigurationError as exc:
+                self.summary.status, self.summary.error = "failed", str(exc)
+                raise
         else:
             # database calls go to a worker thread: the event loop is shared with other accounts
             self._lock_conn = await asyncio.to_thread(connect, self.db.url, autocommit=True)
