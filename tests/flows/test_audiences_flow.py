@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from app.cli import app
 from flows.audiences import resync_audience, sync_audiences
-from masivo_braze_sync.cli import app
 from masivo_braze_sync.resync import ResyncRefused
 from tests.pipeline.test_audiences_sync import VIP, _attrs, _audience
 

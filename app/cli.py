@@ -89,9 +89,9 @@ def sync(
         _queue_full(names, account, resend=resend, dry_run=dry_run)
     if dry_run:
         raise typer.Exit(_dry_run(names, account))
+    from app.report import print_summaries
     from flows import FLOWS
     from masivo_braze_sync.pipeline import AccountSummary
-    from masivo_braze_sync.report import print_summaries
 
     failed: dict[str, str] = {}
     for name in names:
@@ -236,7 +236,7 @@ def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
 
 def summary_table_text(name: str, summaries: list) -> object:
     """The summary table (printed on stderr in a dry run so stdout holds only payloads)."""
-    from masivo_braze_sync.report import summary_table
+    from app.report import summary_table
 
     return summary_table(f"{name} (dry run)", summaries)
 
@@ -247,9 +247,9 @@ def resync_audience(
     audience_id: Annotated[str, typer.Argument(help="The audience to re-send.")],
 ) -> None:
     """Re-send the audience's attribute (true) to every current member; non-zero if it failed."""
+    from app.report import print_summaries
     from flows.audiences import resync_audience as resync_flow
     from masivo_braze_sync.pipeline import AccountSummary
-    from masivo_braze_sync.report import print_summaries
     from masivo_braze_sync.resync import ResyncFailed
 
     try:
@@ -301,7 +301,7 @@ def demo(
     events: Annotated[int, typer.Option(help="Events to seed per account.")] = 2_000,
 ) -> None:
     """Seed demo accounts, start the emulator, sync everything, print the summary."""
-    from masivo_braze_sync.demo import run_demo
+    from app.demo import run_demo
 
     try:
         code = run_demo(console, events_per_account=events)
@@ -322,5 +322,5 @@ def main() -> None:  # pragma: no cover - console entry point
     app()
 
 
-if __name__ == "__main__":  # `python -m masivo_braze_sync.cli`
+if __name__ == "__main__":  # `python -m app.cli`
     main()
