@@ -91,6 +91,3 @@ def test_deployments_schedule_the_sync_and_offer_the_manual_resync() -> None:
     assert not resync.get("schedules")
     assert set(resync_audience.parameters.properties) == {"account_id", "audience_id"}
     assert resync_audience.parameters.required == ["account_id", "audience_id"]
-    serve = (ROOT / "deployments" / "serve.py").read_text()
-    assert 'name="sync-audiences", cron="*/5 * * * *"' in serve
-    assert 'resync_audience.to_deployment(name="resync-audience")' in serve
