@@ -41,6 +41,17 @@ def test_resync_flow_resends_and_refuses_unknown_targets(prefect_api, make_accou
         asyncio.run(resync_audience(account_id="acct-1", audience_id="nope"))
 
 
+def test_resync_flow_loads_a_prefect_secret_api_key(prefect_api, make_account, emulator, db) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value="acct-1-key").save("acct-1-braze-key", overwrite=True)
+    make_account("acct-1", customers=2, api_key="prefect-secret:acct-1-braze-key")
+    _audience(db, "vip", "VIP Customers", ["c1", "c2"])
+    summary = asyncio.run(resync_audience(account_id="acct-1", audience_id="vip"))
+    assert (summary["status"], summary["objects_sent"]) == ("ok", 2)
+    assert _attrs(emulator, "c2") == {VIP: True}
+
+
 def test_cli_sync_audiences_and_sync_all(prefect_api, make_account, emulator, db) -> None:
     make_account("acct-1", customers=2)
     _audience(db, "vip", "VIP Customers", ["c1"])
