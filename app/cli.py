@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, SyncError
+from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, DatabaseUnavailable, SyncError
 
 app = typer.Typer(
     help="Keep each Masivo account's Braze workspace in step with its loyalty data.", no_args_is_help=True
@@ -34,6 +34,10 @@ def _entity_choices() -> dict[str, str]:
 EntityName = StrEnum("EntityName", _entity_choices())
 
 
+#: exit code of a transient failure (sysexits EX_TEMPFAIL): a scheduler may simply run the command again
+EXIT_TRANSIENT = 75
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
@@ -50,6 +54,8 @@ def db_init(
     try:
         db = Database.from_settings()
         created = init_database(db, source=source)
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc), EXIT_TRANSIENT) from None
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
     if created:
@@ -102,6 +108,8 @@ def sync(
         except AccountSyncFailed as exc:
             summaries = exc.summaries
             failed.update({f"{name}/{a}": e for a, e in exc.failures.items()})
+        except DatabaseUnavailable as exc:
+            raise _fail(str(exc), EXIT_TRANSIENT) from None
         except ConfigurationError as exc:
             raise _fail(str(exc)) from None
         print_summaries(console, name, summaries)
@@ -270,6 +278,8 @@ def status() -> None:
 
     try:
         print_status(console, Database.from_settings())
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc), EXIT_TRANSIENT) from None
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
 
