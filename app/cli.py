@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, DatabaseUnavailable, SyncError
+from masivo_braze_sync.memory import limit_malloc_arenas
 
 app = typer.Typer(
     help="Keep each Masivo account's Braze workspace in step with its loyalty data.", no_args_is_help=True
@@ -97,7 +98,7 @@ def sync(
         raise typer.Exit(_dry_run(names, account))
     from app.report import print_summaries
     from flows import FLOWS
-    from masivo_braze_sync.pipeline import AccountSummary
+    from masivo_braze_sync.summary import AccountSummary
 
     failed: dict[str, str] = {}
     for name in names:
@@ -257,12 +258,12 @@ def resync_audience(
     """Re-send the audience's attribute (true) to every current member; non-zero if it failed."""
     from app.report import print_summaries
     from flows.audiences import resync_audience as resync_flow
-    from masivo_braze_sync.pipeline import AccountSummary
-    from masivo_braze_sync.resync import ResyncFailed
+    from masivo_braze_sync.pipeline import RunFailed
+    from masivo_braze_sync.summary import AccountSummary
 
     try:
         summary = AccountSummary(**asyncio.run(resync_flow(account_id=account_id, audience_id=audience_id)))
-    except ResyncFailed as exc:
+    except RunFailed as exc:
         print_summaries(console, "audience resync", [exc.summary])
         raise _fail(str(exc), 1) from None
     except SyncError as exc:  # unknown account or audience, busy, configuration: nothing sent
@@ -329,6 +330,7 @@ def main() -> None:  # pragma: no cover - console entry point
     # the ephemeral server's telemetry heartbeat writes to its SQLite file while it starts and
     # hit "database is locked" there; nothing here can reach Prefect's telemetry anyway
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    limit_malloc_arenas()  # before any thread allocates (memory.py says why)
     app()
 
 

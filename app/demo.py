@@ -148,7 +148,7 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
     from app.report import print_summaries
     from flows import FLOWS
     from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace
-    from masivo_braze_sync.pipeline import AccountSummary
+    from masivo_braze_sync.summary import AccountSummary
 
     os.environ["MASIVO_BRAZE_ALLOW_LOCAL_ENDPOINTS"] = "1"  # this process talks to its own emulator
     get_settings.cache_clear()

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from masivo_braze_sync.db import Database
-from masivo_braze_sync.pipeline import AccountBusy
-from masivo_braze_sync.resync import RESYNC_CONSUMER, ResyncFailed, ResyncRefused, resync_audience
+from masivo_braze_sync.pipeline import AccountBusy, RunFailed
+from masivo_braze_sync.resync import RESYNC_CONSUMER, ResyncRefused, resync_audience
 from tests.pipeline.test_audiences_sync import VIP, _attrs, _audience, _join, _leave, _sql
 
 
@@ -105,7 +105,7 @@ def test_an_interrupted_resync_is_taken_over_by_the_next_one(make_account, emula
     make_account("acct-1", customers=5, api_key="acct-1-key")
     _audience(db, "vip", "VIP Customers", [f"c{i}" for i in range(1, 6)])
     emulator.add_fault(Fault(kind="status", status=503, count=100, workspace="acct-1"))
-    with pytest.raises(ResyncFailed) as info:
+    with pytest.raises(RunFailed) as info:
         _resync(chunk_rows=2)
     assert info.value.summary.status == "failed"
     emulator.clear_faults()
