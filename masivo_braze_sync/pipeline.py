@@ -26,7 +26,7 @@ from masivo_braze_sync import progress
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.capture import LogRange, backlog, prune, read_cursor
+from masivo_braze_sync.capture import LogRange, backlog, prune, read_cursor, skip_switched_off
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
@@ -507,6 +507,8 @@ class AccountRun:
 
         try:
             with self.db.connection() as conn:
+                off = {n: spec.captured for n, spec in ENTITIES.items() if not spec.is_enabled(self.account)}
+                skip_switched_off(conn, account_id=self.account.account_id, readers=off)
                 prune(
                     conn,
                     account_id=self.account.account_id,
