@@ -24,6 +24,7 @@ from masivo_braze_sync.budget import SharedBudget
 from masivo_braze_sync.capture import Position, backlog, next_range, prune, read_cursor
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
+from masivo_braze_sync.entities import ledger_bounds
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import ConfigurationError, SyncError
 from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
@@ -99,7 +100,7 @@ class AccountRun:
         self.progress_total = 0
         self.progress_done = 0
         self.ctx = AccountContext(account.account_id, account.currency, dict(account.toggles))
-        self.ledger = Ledger(db, entity.name, account.account_id)
+        self.ledger = Ledger(db, entity.name, account.account_id, **ledger_bounds(entity, account))
         self.summary = AccountSummary(account.account_id, entity.name)
         self.client = None
         #: the orchestrator's run id, stored with the summary (set by the Prefect flow)

@@ -100,6 +100,10 @@ class Entity:
     #: that order, transform keeps that order with at most one object per key and no metrics, and
     #: validate/transform name their skipped keys (`Prepared.skipped_keys`)
     whole_requests: bool = False
+    #: whether the entity's objects concern customers whose profile must reach Braze first: its
+    #: reads then stay below the horizon the customers consumer last caught up to, when the account
+    #: syncs customers (docs/live.md#profile-before-event)
+    after_customers: bool = False
 
     def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
         """The changed rows behind `log_range`, in change order."""
