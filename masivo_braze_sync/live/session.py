@@ -21,7 +21,7 @@ from masivo_braze_sync.db.engine import Database
 from masivo_braze_sync.entities import ENTITIES, Entity
 from masivo_braze_sync.live.listener import Listener
 from masivo_braze_sync.live.worker import AccountWorker
-from masivo_braze_sync.pipeline import AccountRun, AccountSummary
+from masivo_braze_sync.pipeline import AccountRun
 from masivo_braze_sync.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -211,36 +211,20 @@ class LiveSession:
 
     async def drive(self, run: AccountRun, stop: asyncio.Event) -> None:
         """Micro-batches of one run until nothing is readable (or `stop`: never mid-batch)."""
-        step = getattr(run, "step", None)
-        if step is None:  # the pre-step API: one call runs every batch
-            before = _counts(run)
-            started = time.perf_counter()
-            await run.run()
-            after = _counts(run)
-            if after[0] > before[0]:
-                self._emit(run, *(a - b for a, b in zip(after, before, strict=True)), time.perf_counter() - started)
-            return
         while not stop.is_set():
-            result = await step()
+            result = await run.step()
             if result is None:
                 return
-            self._emit(
-                run,
-                1,
-                getattr(result, "rows", 0),
-                getattr(result, "objects_sent", 0),
-                getattr(result, "requests", 0),
-                getattr(result, "seconds", 0.0),
-            )
+            self._emit(run, result.rows_read, result.objects_sent, result.requests, result.seconds)
 
-    def _emit(self, run: AccountRun, batches: int, rows: int, objects: int, requests: int, seconds: float) -> None:
+    def _emit(self, run: AccountRun, rows: int, objects: int, requests: int, seconds: float) -> None:
         t = self._totals(run.account.account_id, run.entity.name)
-        t.batches += batches
+        t.batches += 1
         t.rows_read += rows
         t.objects_sent += objects
         t.requests += requests
         t.status, t.error, t.last_batch_at = "ok", None, time.time()
-        if self.on_batch is not None and batches:
+        if self.on_batch is not None:
             self.on_batch(
                 BatchLine(run.account.account_id, run.entity.name, rows, objects, requests, round(seconds, 3))
             )
@@ -253,15 +237,9 @@ class LiveSession:
 
     async def flush_summary(self, run: AccountRun) -> None:
         """Write the run's summary so far to run_summaries and start a new one (periodic)."""
-        if not run.summary.batches:
-            return
-        record = getattr(run, "record_summary", None) or run._record_summary
-        await asyncio.to_thread(record)
-        reset = getattr(run, "reset_summary", None)
-        if reset is not None:
-            reset()
-        else:  # the pre-step API
-            run.summary = AccountSummary(run.account.account_id, run.entity.name)
+        if run.summary.batches:
+            await asyncio.to_thread(run.record_summary)
+            run.reset_summary()
 
     def _totals(self, account_id: str, consumer: str) -> PairTotals:
         return self.totals.setdefault((account_id, consumer), PairTotals(account_id, consumer))
@@ -269,8 +247,3 @@ class LiveSession:
     def summary_rows(self) -> list[dict]:
         """Per (account, consumer) totals of the session so far: counts and ids only."""
         return [{k: v for k, v in vars(t).items() if k != "last_batch_at"} for _, t in sorted(self.totals.items())]
-
-
-def _counts(run: AccountRun) -> tuple[int, int, int, int]:
-    s = run.summary
-    return s.batches, s.rows_read, s.objects_sent, s.requests

@@ -20,6 +20,7 @@ import psycopg
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.capture import backlog, read_cursor
 from masivo_braze_sync.entities import CUSTOMERS, Entity
+from masivo_braze_sync.errors import DatabaseUnavailable
 from masivo_braze_sync.live.backoff import Backoff
 from masivo_braze_sync.live.pending import Pending
 from masivo_braze_sync.pipeline import AccountBusy, AccountRun, describe_error
@@ -166,7 +167,7 @@ class AccountWorker:
 
     async def _failed(self, entity: Entity, exc: BaseException) -> None:
         delay = self.failures.grow()
-        self.db_failure = isinstance(exc, psycopg.Error)
+        self.db_failure = isinstance(exc, psycopg.Error | DatabaseUnavailable)
         self.blocked_until = time.monotonic() + delay
         log.warning(
             "live: account %s failed in %s (%s); trying again in %.0fs",

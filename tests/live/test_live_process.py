@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _start_live(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "masivo_braze_sync.cli", "live", *args],
+        [sys.executable, "-m", "app.cli", "live", *args],
         env={**os.environ, "MASIVO_BRAZE_CONCURRENCY": "2"},  # ~1 s of sending: stopped in the middle
         cwd=ROOT,
         stdout=subprocess.PIPE,
