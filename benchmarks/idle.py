@@ -63,7 +63,7 @@ def _timed_sync(env: dict[str, str], accounts: list[str]) -> float:
     args = [a for account in accounts for a in ("--account", account)]
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "masivo_braze_sync.cli", "sync", "events", *args],
+        [sys.executable, "-m", "app.cli", "sync", "events", *args],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     seconds = time.perf_counter() - started

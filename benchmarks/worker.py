@@ -75,7 +75,7 @@ def cli(ns: argparse.Namespace) -> None:
     import prefect  # noqa: F401  (timed: part of Prefect's one-off cost)
 
     import flows  # noqa: F401  (the command imports them on first use: a process-start cost too)
-    from masivo_braze_sync.cli import app
+    from app.cli import app
 
     t_import = time.perf_counter()
     asyncio.run(_prefect_ready())

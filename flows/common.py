@@ -32,10 +32,10 @@ from prefect.states import Failed, State
 
 from flows.alerts import emit
 from masivo_braze_sync.accounts import AccountConfig, load_accounts
-from masivo_braze_sync.capture import backlogs
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.entities import ENTITIES
 from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, SyncError
+from masivo_braze_sync.idle import accounts_with_work
 from masivo_braze_sync.pipeline import AccountBusy, AccountRun, RunFailed
 from masivo_braze_sync.run_report import account_report, artifact_key
 from masivo_braze_sync.settings import get_settings
@@ -186,12 +186,6 @@ def _status(db: Database, account_id: str, entity: str) -> AccountStatus | None:
         return None
 
 
-def _waiting(db: Database, entity: str, account_ids: list[str]) -> set[str]:
-    with db.connection() as conn:
-        spec = ENTITIES[entity]
-        return set(backlogs(conn, consumer=entity, entities=spec.captured, account_ids=account_ids))
-
-
 async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list[dict] | State:
     """Run `sync_account` for every account with the entity's toggle on and a backlog.
 
@@ -202,7 +196,7 @@ async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list
     db = Database.from_settings()
     accounts = [a for a in await asyncio.to_thread(_load, db, account_ids) if spec.is_enabled(a)]
     # one query for every account's backlog: an idle account costs no flow run (docs/operations.md#idle)
-    waiting = await asyncio.to_thread(_waiting, db, entity, [a.account_id for a in accounts]) if accounts else set()
+    waiting = await asyncio.to_thread(accounts_with_work, db, spec, accounts)
     limit = asyncio.Semaphore(get_settings().account_concurrency)
 
     async def one(account: AccountConfig) -> AccountSummary:

@@ -1,13 +1,14 @@
 """What an operator asks first, per account and entity: backlog and lag (age of the oldest unsent
-change), last success, last error, rejected rows by reason. `masivo-braze status` prints it for
-every account; each account run's artifact shows it for its own (`run_report.py`).
+change), last success, last error, rejected rows by reason, changes dropped while switched off.
+`masivo-braze status` prints it for every account; each account run's artifact shows it for its
+own (`run_report.py`).
 
 Counts, reasons and ids only: a reason names a field or Braze's error type, never a value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -41,6 +42,8 @@ class AccountStatus:
     rejected: int = 0
     #: the most frequent reasons of those, with their counts
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    #: changes made while the entity was switched off for the account (`capture.skip_switched_off`)
+    dropped_while_off: int = 0
 
 
 def account_status(conn: psycopg.Connection, account_id: str, entity: str) -> AccountStatus:
@@ -61,6 +64,11 @@ def account_status(conn: psycopg.Connection, account_id: str, entity: str) -> Ac
         "WHERE account_id = %s AND consumer = %s AND retried_at IS NULL GROUP BY reason ORDER BY 2 DESC, 1",
         (account_id, entity),
     ).fetchall()
+    dropped = conn.execute(
+        "SELECT coalesce(sum(skipped), 0) FROM braze_sync.run_summaries "
+        "WHERE account_id = %s AND consumer = %s AND status = 'off'",
+        (account_id, entity),
+    ).fetchone()[0]
     return AccountStatus(
         account_id,
         entity,
@@ -70,6 +78,7 @@ def account_status(conn: psycopg.Connection, account_id: str, entity: str) -> Ac
         last_error=last_err if (err_at and (not last_ok or err_at > last_ok)) else None,
         rejected=sum(n for _, n in reasons),
         rejected_by_reason=dict(reasons[:TOP_REASONS]),
+        dropped_while_off=int(dropped),
     )
 
 
@@ -83,14 +92,14 @@ def previous_run(conn: psycopg.Connection, account_id: str, entity: str) -> Prev
     return PreviousRun(*row) if row else None
 
 
-def status_rows(conn: psycopg.Connection) -> list[AccountStatus]:
-    """One status per (account, entity) with an integration: what `status` prints."""
+def status_rows(conn: psycopg.Connection) -> list[dict]:
+    """One status per (account, entity) with an integration (`AccountStatus` as a dict): what `status` prints."""
     rows = []
     for acct in load_accounts(conn):
         for name, spec in ENTITIES.items():
             row = account_status(conn, acct.account_id, name)
             row.enabled = spec.is_enabled(acct)
-            rows.append(row)
+            rows.append(asdict(row))
     return rows
 
 
@@ -105,10 +114,10 @@ def format_age(seconds: float) -> str:
 def print_status(console: Console, db: Database) -> None:
     """Print the status table, the rejection reasons and the change-capture horizon's age."""
     with db.connection() as conn:
-        rows = status_rows(conn)
+        rows = [AccountStatus(**r) for r in status_rows(conn)]
         age = horizon_age_seconds(conn)
     table = Table(title="Braze sync status", title_justify="left")
-    for col in ("account", "entity", "on", "backlog", "lag", "last success", "last error", "rejected"):
+    for col in ("account", "entity", "on", "backlog", "lag", "last success", "last error", "rejected", "dropped"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
@@ -120,6 +129,7 @@ def print_status(console: Console, db: Database) -> None:
             r.last_success.strftime("%Y-%m-%d %H:%M:%S %Z") if r.last_success else "never",
             r.last_error or "",
             f"{r.rejected:,}",
+            f"{r.dropped_while_off:,}",
         )
     console.print(table)
     for r in rows:

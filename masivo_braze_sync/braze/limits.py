@@ -32,6 +32,9 @@ class BrazeLimits:
     event_properties: int = 256
     #: bytes of one request body
     request_bytes: int = 4 * 1024 * 1024
+    #: bytes of an event's properties once any of them is an object or an array (eCommerce
+    #: events always carry the `products` array)
+    nested_properties_bytes: int = 100 * 1024
 
 
 #: the limits of a default Braze workspace

@@ -70,6 +70,8 @@ class AccountContext:
     currency: str = "USD"
     #: the integration's toggles (`sync_events`, `sync_customer_tags`, ...)
     toggles: dict[str, bool] = field(default_factory=dict)
+    #: how orders reach Braze: `purchases`, `ecommerce` or `both` (`AccountConfig.orders_mode`)
+    orders_as: str = "purchases"
 
 
 class Entity:
@@ -99,6 +101,10 @@ class Entity:
     #: (`AccountRun.step`): only when the entity's rows do not depend on what the sync itself commits
     #: (events do not; customers read the hashes the previous batch commits, purchases the lines sent)
     read_ahead: bool = False
+    #: whether the entity's objects concern customers whose profile must reach Braze first: its
+    #: reads then stay below the horizon the customers consumer last caught up to, when the account
+    #: syncs customers (docs/live.md#profile-before-event)
+    after_customers: bool = False
 
     def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
         """The changed rows behind `log_range`, in change order."""
@@ -113,6 +119,9 @@ class Entity:
     def is_enabled(self, account: AccountConfig) -> bool:
         """Whether this entity syncs for the account (integration enabled, toggle on)."""
         return account.is_on(self.toggle)
+
+    def check(self, account: AccountConfig) -> None:
+        """Raise ConfigurationError when the account's settings for this entity cannot be used."""
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Business rules and Braze field rules on whole columns."""

@@ -65,7 +65,7 @@ def test_the_cli_runs_only_accounts_with_work_and_its_info_logs_reach_the_server
     make_account("idle-2", customers=1)
 
     cli = subprocess.run(
-        [sys.executable, "-m", "masivo_braze_sync.cli", "sync", "events"],
+        [sys.executable, "-m", "app.cli", "sync", "events"],
         env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stdout + cli.stderr
