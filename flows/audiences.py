@@ -28,7 +28,13 @@ async def sync_audiences(account_ids: list[str] | None = None) -> list[dict]:
     log_prints=False,
 )
 async def resync_audience(account_id: str, audience_id: str) -> dict:
-    """Re-send `masivo_<audience name>` = true to every current member of one audience."""
+    """Re-send `masivo_<audience name>` = true to every current member of one audience.
+
+    Args:
+        account_id: The Masivo account whose Braze workspace gets the audience again (its id, as in
+            `masivo-braze status`).
+        audience_id: The audience to re-send, from Masivo's `audiences` table of that account.
+    """
     summary = await resync.resync_audience(
         Database.from_settings(),
         account_id,
