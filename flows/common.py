@@ -51,6 +51,18 @@ from tasks.secrets import resolve_api_key
 logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
 
 
+class _NoEmptyTraceback(logging.Filter):
+    """Drop the empty traceback ("NoneType: None") of a failed state logged outside an exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("prefect.task_runs").addFilter(_NoEmptyTraceback())
+
+
 class ProgressBar:
     """An account run's progress artifact, kept off the critical path.
 
