@@ -30,7 +30,7 @@ def test_leading_dollar_is_removed_and_reserved_keys_renamed() -> None:
 
 
 def test_empty_containers_and_nulls() -> None:
-    assert flatten_properties({"a": {}, "b": [], "c": None}) == {"c": None}
+    assert flatten_properties({"a": {}, "b": [], "c": None}) == {}  # nulls are not sent
     assert flatten_properties(None) == {}
 
 
@@ -101,8 +101,11 @@ def test_truncation_keeps_the_shallowest_properties_in_order() -> None:
 
     props = {"deep": {"x": {"y": 1}}, "items": [{"a": i, "b": i} for i in range(200)], "top": 1}
     kept, total = flatten_truncated(props, MAX_PROPERTIES)
-    assert total == 402 and len(kept) == MAX_PROPERTIES
+    assert total == 402
+    assert len(kept) == MAX_PROPERTIES
     assert list(kept)[:3] == ["deep_x_y", "items_0_a", "items_0_b"]  # the original order is kept
-    assert kept["top"] == 1 and kept["deep_x_y"] == 1  # depth 0 and 2 beat the list's depth-2 tail
-    assert "items_126_b" in kept and "items_127_a" not in kept
+    assert kept["top"] == 1
+    assert kept["deep_x_y"] == 1
+    assert "items_126_b" in kept
+    assert "items_127_a" not in kept
     assert flatten_truncated({"a": 1}, MAX_PROPERTIES) == ({"a": 1}, 1)

@@ -334,11 +334,14 @@ def test_an_audience_whose_key_a_customer_field_owns_is_refused_never_written(
     summary = run_sync("acct-1", "audiences")
     assert summary.rejected == 3
     got = _attrs(emulator, "c1")
-    assert got["masivo_tier"] == "Gold" and got["masivo_tag_vip"] == "yes"
+    assert got["masivo_tier"] == "Gold"
+    assert got["masivo_tag_vip"] == "yes"
     assert "masivo_points" not in got
     assert got["masivo_Tier"] is True  # keys are case-sensitive: this one is the audience's
     with db.connection() as conn:
-        rows = conn.execute("SELECT entity_key, stage, reason FROM braze_sync.rejected_rows ORDER BY entity_key").fetchall()
+        rows = conn.execute(
+            "SELECT entity_key, stage, reason FROM braze_sync.rejected_rows ORDER BY entity_key"
+        ).fetchall()
     assert rows == [(f'["{a}", "c1"]', "transform", KEY_TAKEN) for a in ("a1", "a2", "a3")]
 
     _leave(db, "a1", "c1")  # leaving never sends the null that would erase the customer's tier
@@ -346,4 +349,5 @@ def test_an_audience_whose_key_a_customer_field_owns_is_refused_never_written(
     settle(db)
     run_sync("acct-1", "audiences")
     got = _attrs(emulator, "c1")
-    assert got["masivo_tier"] == "Gold" and got["masivo_tag_vip"] == "yes"
+    assert got["masivo_tier"] == "Gold"
+    assert got["masivo_tag_vip"] == "yes"

@@ -322,7 +322,6 @@ def test_a_crash_before_commit_resends_the_batch_and_remembers_what_was_sent(
     assert orjson.dumps(hashes)
 
 
-
 # -- Braze fidelity (issue 13) --------------------------------------------------------------------
 
 
@@ -351,7 +350,8 @@ def test_a_custom_attribute_named_like_a_braze_control_key_is_prefixed(
     summary = run_sync("acct-1", "customers")
     assert (summary.objects_sent, summary.rejected) == (1, 0)
     got = attrs(emulator, "c1")
-    assert got["attr_" + name] == "yes" and got["color"] == "red"
+    assert got["attr_" + name] == "yes"
+    assert got["color"] == "red"
     assert name not in got
 
 
@@ -373,7 +373,8 @@ def test_an_array_of_scalars_is_an_array_attribute_and_objects_still_flatten(
     assert got["hobbies"] == ["golf", "wine"]  # Braze keeps unique values; nulls are not values
     assert got["visits_0_city"] == "Cali"
     assert got["many"] == many[:25]  # Braze's default array length, the first values kept
-    assert "hobbies_0" not in got and "many_0" not in got
+    assert "hobbies_0" not in got
+    assert "many_0" not in got
     assert summary.metrics["arrays_truncated"] == 1
     with db.connection() as conn:
         rows = conn.execute("SELECT entity_key, stage, reason FROM braze_sync.rejected_rows").fetchall()
@@ -384,7 +385,8 @@ def test_an_array_of_scalars_is_an_array_attribute_and_objects_still_flatten(
     settle(db)
     run_sync("acct-1", "customers")
     got = attrs(emulator, "c1")
-    assert got["hobbies"] == ["wine"] and got["many"] == many[:25]
+    assert got["hobbies"] == ["wine"]
+    assert got["many"] == many[:25]
 
 
 def test_create_off_never_creates_a_profile_from_any_entity(make_account, customer, run_sync, emulator, db) -> None:
@@ -425,5 +427,7 @@ def test_create_off_never_creates_a_profile_from_any_entity(make_account, custom
         assert run_sync("acct-1", entity).rejected == 0
     assert emulator.profile("acct-1", "new") is None  # no object created it
     known = emulator.profile("acct-1", "known")
-    assert known.attributes["masivo_tag_vip"] is False and known.attributes["masivo_VIP"] is True
-    assert len(known.events) == 1 and len(known.purchases) == 1
+    assert known.attributes["masivo_tag_vip"] is False
+    assert known.attributes["masivo_VIP"] is True
+    assert len(known.events) == 1
+    assert len(known.purchases) == 1
