@@ -96,7 +96,7 @@ def test_fulfilled_lines_become_purchases_once_and_a_second_run_sends_nothing(ma
     ]
     assert {p["currency"] for p in got} == {"USD"}
     a = next(p for p in got if p["product_id"] == "A")
-    assert a["properties"] == {"order_id": "o1", "line_no": 1, "product_name": "Product 1"}
+    assert a["properties"] == {"order_id": "o1", "line_no": 1, "product_name": "Product 1", "purchase_id": "o1/1/+/0"}
     (c,) = purchases(emulator, "acct-1", "c2")
     assert c["currency"] == "EUR"
     assert ledger(db, "acct-1")[("o1", 2, "+")] == (
