@@ -2,7 +2,10 @@
 
 The emulator is the referee in tests, so it rejects what real Braze would reject and, where
 Braze's behaviour is undocumented, errs on the strict side: a client that passes here sends
-nothing Braze could refuse. Everything here is pure (no state, no I/O) and cheap; the hot path
+nothing Braze could refuse. Where Braze documents that it accepts something (an unrecognised
+`country` is stored as null; `.` and spaces in event property keys), the emulator accepts it
+too: being stricter than Braze would hide real behaviour. Each rule's source is in
+docs/braze.md#what-the-emulator-checks. Everything here is pure (no state, no I/O) and cheap; the hot path
 runs it for up to 75 objects per request at about 1,000 requests per second, so type checks use
 `type(x) is ...` and regexes are compiled once at import.
 
@@ -20,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.iso4217 import CURRENCIES
 
 ARRAYS = ("attributes", "events", "purchases")
@@ -29,10 +33,10 @@ ID_KEYS = frozenset(PRIMARY_IDS)
 #: control keys of the attributes object (CONTRACT §5.1); not profile fields, not billed
 CONTROL_KEYS = frozenset({"_update_existing_only", "_merge_objects", "push_token_import"})
 
-MAX_EXTERNAL_ID_BYTES = 987
-MAX_STRING = 255
+MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
+MAX_STRING = BRAZE.string_chars
 MAX_NESTED_BYTES = 100 * 1024
-MAX_EVENT_PROPERTIES = 256
+MAX_EVENT_PROPERTIES = BRAZE.event_properties
 
 # Messages -------------------------------------------------------------------------------------
 MSG_BAD_REQUEST = "Bad Request"
@@ -166,8 +170,9 @@ def _std_gender(v: Any) -> str | None:
 
 
 def _std_country(v: Any) -> str | None:
-    ok = v is None or (type(v) is str and len(v) == 2 and v.isascii() and v.isalpha() and v.isupper())
-    return None if ok else "'country' is not valid"
+    # user attributes object: Braze maps a country it does not recognise as best it can, else
+    # stores null; it does not refuse it (apply.py stores the code, or null). Not a string: assumed refused
+    return None if v is None or type(v) is str else "'country' is not valid"
 
 
 def _std_subscribe(code: str):
@@ -223,6 +228,9 @@ STANDARD_FIELDS: dict[str, Any] = {
     "email_open_tracking_disabled": _std_bool("email_open_tracking_disabled"),
     "email_click_tracking_disabled": _std_bool("email_click_tracking_disabled"),
     "push_tokens": _std_any,
+    # listed as profile fields (strings) by the user attributes object page
+    "alias_name": _std_string("alias_name"),
+    "alias_label": _std_string("alias_label"),
     "facebook": _std_any,
     "twitter": _std_any,
     **{
@@ -253,12 +261,20 @@ def _scalar_ok(v: Any) -> bool:
 
 
 def _nested_key_ok(k: str) -> bool:
-    # CONTRACT §5.4: no spaces, '.' or '$' in keys of nested custom attributes
+    # nested custom attributes page: no spaces, '.' or '$' in keys of nested custom attributes
     return 0 < len(k) <= MAX_STRING and "." not in k and "$" not in k and " " not in k
 
 
-def _nested_ok(v: Any, depth: int = 0) -> bool:
-    """A value inside a nested custom attribute (object or array of objects)."""
+def _property_key_ok(k: str) -> bool:
+    # event object page: property names are non-empty, at most 255 characters, no leading `$`.
+    # The nested objects page quotes keys holding `.` or `[]` in filters, so they exist; the same
+    # rule is assumed for keys inside nested property values (the docs give no other)
+    return 0 < len(k) <= MAX_STRING and k[0] != "$"
+
+
+def _nested_ok(v: Any, depth: int = 0, key_ok: Any = _nested_key_ok) -> bool:
+    """A value inside a nested custom attribute (object or array of objects), or, with
+    `key_ok=_property_key_ok`, inside an event or purchase property."""
     if depth > 50:
         return False
     t = type(v)
@@ -269,11 +285,11 @@ def _nested_ok(v: Any, depth: int = 0) -> bool:
     if t is float:
         return math.isfinite(v)
     if t is list:
-        return all(_nested_ok(x, depth + 1) for x in v)
+        return all(_nested_ok(x, depth + 1, key_ok) for x in v)
     if t is dict:
         if len(v) == 1 and "$time" in v:  # dates inside objects must be {"$time": "<date>"}
             return is_time(v["$time"])
-        return all(_nested_key_ok(k) and _nested_ok(x, depth + 1) for k, x in v.items())
+        return all(type(k) is str and key_ok(k) and _nested_ok(x, depth + 1, key_ok) for k, x in v.items())
     return False
 
 
@@ -387,9 +403,11 @@ def properties_error(props: Any) -> str | None:
                 return f"value of property {k[:64]!r} is not valid"
         elif t is list or t is dict:
             nested = True
-            if not _nested_ok(v):
+            if not _nested_ok(v, 0, _property_key_ok):
                 return f"value of property {k[:64]!r} is not valid"
-        elif not (v is None or t is int or t is bool):
+        elif not (t is int or t is bool):
+            # null included: Braze documents numbers, booleans, datetimes, strings, arrays and
+            # objects; what it does with null is not said, so the emulator refuses it
             return f"value of property {k[:64]!r} is not valid"
     # The 100 KB cap applies to the whole properties object once anything in it is nested.
     if nested and not _small(props):
