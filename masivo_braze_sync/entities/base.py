@@ -40,11 +40,6 @@ class Prepared:
     #: the keys behind `skipped` (key, reason), from entities that end batches at whole requests
     skipped_keys: pl.DataFrame | None = None
 
-    def merge_skipped(self, other: dict[str, int]) -> None:
-        """Add another stage's skip counts to these."""
-        for reason, n in other.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + n
-
 
 def judge(frame: pl.DataFrame, verdict: pl.Expr) -> Prepared:
     """Split rows by a verdict per row: null goes on, `"skip:<reason>"` is counted (and its key
@@ -110,6 +105,10 @@ class Entity:
     #: that order, transform keeps that order with at most one object per key and no metrics, and
     #: validate/transform name their skipped keys (`Prepared.skipped_keys`)
     whole_requests: bool = False
+    #: whether the range after a batch may be read and mapped while the batch is delivered
+    #: (`AccountRun.step`): only when the entity's rows do not depend on what the sync itself commits
+    #: (events do not; customers read the hashes the previous batch commits, purchases the lines sent)
+    read_ahead: bool = False
 
     def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
         """The changed rows behind `log_range`, in change order."""

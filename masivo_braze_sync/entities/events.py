@@ -171,7 +171,7 @@ class EventsEntity(Entity):
     extract_sql = EXTRACT_SQL
     extract_order = "log_ord"
     #: the rows read depend only on Masivo's tables, never on what the sync commits: the next
-    #: range may be read while a batch is delivered (tasks/stages.py `PipelinedRun`)
+    #: range may be read while a batch is delivered (`AccountRun.step`)
     read_ahead = True
     #: one object per key, in the order read (`log_ord`), skipped keys named: a full batch may end
     #: at a whole request (`AccountRun.fit`)

@@ -61,7 +61,8 @@ def run(*rows: dict, ctx: AccountContext = CTX):
     frame = pl.DataFrame(list(rows), schema=SCHEMA)
     valid = PURCHASES.validate(frame, ctx)
     out = PURCHASES.transform(valid.frame, ctx)
-    out.merge_skipped(valid.skipped)
+    for reason, n in valid.skipped.items():
+        out.skipped[reason] = out.skipped.get(reason, 0) + n
     rejected = dict(
         zip(
             pl.concat([valid.rejected, out.rejected])["key"].to_list(),
