@@ -1,4 +1,4 @@
-"""Applying validated requests to a workspace's profiles (CONTRACT §2.1, §5, §8, §11).
+"""Applying validated requests to a workspace's profiles (docs/braze.md#what-the-emulator-checks).
 
 Model (simpler than Braze, on purpose):
 - Profiles with an external id live in `Store.profiles`, keyed by it. Objects identified only by

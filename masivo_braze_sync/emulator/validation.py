@@ -1,4 +1,4 @@
-"""Per-object validation of `/users/track` and `/users/delete` bodies (CONTRACT §2, §5-§8).
+"""Per-object validation of `/users/track` and `/users/delete` bodies (docs/braze.md#what-the-emulator-checks).
 
 The emulator is the referee in tests, so it rejects what real Braze would reject and, where
 Braze's behaviour is undocumented, errs on the strict side: a client that passes here sends
@@ -9,7 +9,7 @@ docs/braze.md#what-the-emulator-checks. Everything here is pure (no state, no I/
 runs it for up to 75 objects per request at about 1,000 requests per second, so type checks use
 `type(x) is ...` and regexes are compiled once at import.
 
-Error `type` strings follow the shapes observed from Braze where one is known (CONTRACT §3.1);
+Error `type` strings follow the shapes observed from Braze where one is known (docs/braze.md#request-and-response-format);
 the others are this emulator's own wording.
 """
 
@@ -30,7 +30,7 @@ ARRAYS = ("attributes", "events", "purchases")
 PRIMARY_IDS = ("external_id", "user_alias", "braze_id")
 #: keys that identify the user and are never written as profile fields or billed
 ID_KEYS = frozenset(PRIMARY_IDS)
-#: control keys of the attributes object (CONTRACT §5.1); not profile fields, not billed
+#: control keys of the attributes object (docs/braze.md#user-attributes-object); not profile fields, not billed
 CONTROL_KEYS = frozenset({"_update_existing_only", "_merge_objects", "push_token_import"})
 
 MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
@@ -77,7 +77,7 @@ def is_email(value: object) -> bool:
 
 
 def is_time(value: object) -> bool:
-    """True for an ISO 8601 date or date-time string (Braze's `time` fields, CONTRACT §6)."""
+    """True for an ISO 8601 date or date-time string (Braze's `time` fields, docs/braze.md#event-object)."""
     if type(value) is not str or not value:
         return False
     try:
@@ -106,7 +106,7 @@ def _short_str(value: object) -> bool:
 
 
 def identify(obj: dict[str, Any]) -> tuple[str | None, Any]:
-    """Find the object's user identifier (CONTRACT §2.1).
+    """Find the object's user identifier (docs/braze.md#request-and-response-format).
 
     Returns `(error, None)` or `(None, identity)` where identity is the external id string, or a
     tuple `("user_alias", label, name)`, `("braze_id", id)`, `("email", e)`, `("phone", p)`.
@@ -214,7 +214,7 @@ def _std_any(v: Any) -> str | None:  # fields Braze documents loosely; accepted 
     return None
 
 
-#: standard profile fields (CONTRACT §5.2) and their checks; anything else is a custom attribute
+#: standard profile fields (docs/braze.md#user-attributes-object) and their checks; anything else is a custom attribute
 STANDARD_FIELDS: dict[str, Any] = {
     "email": _std_email,
     "phone": _std_phone,
@@ -317,7 +317,7 @@ def _identifier_list_ok(items: Any, with_new_object: bool) -> bool:
 
 
 def custom_value_error(key: str, v: Any) -> str | None:
-    """Check one custom attribute; returns an error `type` or None (CONTRACT §5.3, §5.4)."""
+    """Check one custom attribute; returns an error `type` or None (docs/braze.md#user-attributes-object)."""
     if not key or len(key) > MAX_STRING or key[0] == "$":
         return f"custom attribute name is not valid: {key[:64]!r}"
     t = type(v)
@@ -387,7 +387,7 @@ def attributes_error(obj: dict[str, Any]) -> str | None:
 
 
 def properties_error(props: Any) -> str | None:
-    """Event / purchase `properties` (CONTRACT §6)."""
+    """Event / purchase `properties` (docs/braze.md#event-object)."""
     if type(props) is not dict:
         return "'properties' is not valid"
     nested = False
@@ -492,7 +492,7 @@ class Fatal:
 
 
 def check_track(body: Any, *, max_objects: int, batch_mode: str) -> TrackPlan | Fatal:
-    """Validate a parsed `/users/track` body against Braze's rules (CONTRACT §2, §3, §5-§7)."""
+    """Validate a parsed `/users/track` body against Braze's rules (docs/braze.md#request-and-response-format)."""
     if type(body) is not dict:
         return Fatal(400, {"message": MSG_BAD_REQUEST})
     arrays: list[tuple[str, list]] = []
@@ -528,7 +528,7 @@ def check_track(body: Any, *, max_objects: int, batch_mode: str) -> TrackPlan | 
     return plan
 
 
-#: `/users/delete` identifier fields and the check of one entry (CONTRACT §8)
+#: `/users/delete` identifier fields and the check of one entry (docs/braze.md#deleting-users)
 _PRIORITIZATIONS = frozenset({"identified", "unidentified", "most_recently_updated"})
 
 

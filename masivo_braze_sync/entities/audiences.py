@@ -1,4 +1,4 @@
-"""Masivo audience membership → Braze custom attributes (`/users/track` `attributes`, CONTRACT §5).
+"""Masivo audience membership → Braze custom attributes (`/users/track` `attributes`, docs/braze.md#user-attributes-object).
 
 A member of an audience has the custom attribute `masivo_<audience name>` = `true`; a customer
 who leaves it (membership row deleted), or every member of a deleted audience, gets it set to
@@ -8,7 +8,7 @@ The attribute key is `masivo_` + the audience name exactly as written in Masivo 
 punctuation, `$`, `.` and any other printable character kept: `VIP Customers` → `masivo_VIP
 Customers`). Only characters Braze refuses in keys are replaced, each by `_`: the non-printing
 control characters (U+0000-U+001F, U+007F-U+009F: tab, newline, DEL, ...) and the line and
-paragraph separators U+2028 / U+2029 (Braze: keys are printable characters only, CONTRACT §5.3).
+paragraph separators U+2028 / U+2029 (Braze: keys are printable characters only, docs/braze.md#user-attributes-object).
 The prefix means a key never starts with `$`. A key must fit Braze's 255 characters (Unicode code
 points), so a name longer than 248 characters has no key: a `true` for it is rejected with that
 reason, a `null` for it is dropped (it can never have been set).

@@ -1,6 +1,6 @@
 """Masivo customers → Braze user profiles (`/users/track` attributes, `/users/delete`).
 
-`external_id` = the customer id. Field mapping (CONTRACT §5.2):
+`external_id` = the customer id. Field mapping (docs/braze.md#user-attributes-object):
 
 - email → email: trimmed; not an address ⇒ field dropped.
 - phone → phone: E.164 when it can be normalised (the country as default region), else as written.
