@@ -9,8 +9,8 @@ docs/braze.md#what-the-emulator-checks. Everything here is pure (no state, no I/
 runs it for up to 75 objects per request at about 1,000 requests per second, so type checks use
 `type(x) is ...` and regexes are compiled once at import.
 
-Error `type` strings follow the shapes observed from Braze where one is known (docs/braze.md#request-and-response-format);
-the others are this emulator's own wording.
+Error `type` strings follow the shapes observed from Braze where one is known
+(docs/braze.md#request-and-response-format); the others are this emulator's own wording.
 """
 
 from __future__ import annotations

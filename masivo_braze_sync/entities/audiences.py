@@ -1,4 +1,6 @@
-"""Masivo audience membership → Braze custom attributes (`/users/track` `attributes`, docs/braze.md#user-attributes-object).
+"""Masivo audience membership → Braze custom attributes (`/users/track` `attributes`).
+
+Braze's rules: docs/braze.md#user-attributes-object.
 
 A member of an audience has the custom attribute `masivo_<audience name>` = `true`; a customer
 who leaves it (membership row deleted), or every member of a deleted audience, gets it set to
