@@ -222,6 +222,7 @@ def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
     with db.connection() as conn:
         accounts = load_accounts(conn, account_ids)
     out = sys.stdout.buffer
+    failed = False
     for name in names:
         spec = ENTITIES[name]
         summaries = []
@@ -236,11 +237,15 @@ def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
                 async with run:
                     await run.run()
 
-            asyncio.run(go())
+            try:
+                asyncio.run(go())
+            except ConfigurationError as exc:  # this account's setting is wrong: named, the others go on
+                err.print(str(exc))
             out.flush()
             summaries.append(run.summary)
         err.print(summary_table_text(name, summaries))
-    return 0
+        failed |= any(s.status == "failed" for s in summaries)
+    return 1 if failed else 0
 
 
 def summary_table_text(name: str, summaries: list) -> object:

@@ -163,3 +163,54 @@ def prune(conn: psycopg.Connection, *, account_id: str, readers: dict[str, tuple
             PRUNE_SQL, {"entity": entity, "account_id": account_id, "txid": str(lowest.txid), "log_id": lowest.log_id}
         ).rowcount
     return deleted
+
+
+SKIP_SQL = """
+WITH skipped AS (
+    SELECT txid, id FROM braze_sync.change_log
+    WHERE entity = ANY(%(entities)s) AND account_id = %(account_id)s
+      AND (txid, id) > (%(txid)s::text::xid8, %(log_id)s)
+      AND txid < pg_snapshot_xmin(pg_current_snapshot())
+)
+SELECT count(*),
+       (SELECT txid::text FROM skipped ORDER BY txid DESC, id DESC LIMIT 1),
+       (SELECT id FROM skipped ORDER BY txid DESC, id DESC LIMIT 1)
+FROM skipped
+"""
+
+
+def skip_switched_off(
+    conn: psycopg.Connection, *, account_id: str, readers: dict[str, tuple[str, ...]]
+) -> dict[str, int]:
+    """Move the cursors of consumers switched off for the account past their committed changes.
+
+    The rule (docs/change-capture.md#switched-off-entities): a switched-off entity sends nothing,
+    and what changed while it was off is dropped, not kept for later, so switching it on again never
+    sends months-old changes (`sync --full` re-sends the current state on purpose). Each drop is
+    recorded as a run summary with status `off`, its count in `skipped` (`masivo-braze status`).
+    A consumer with an open batch (a run interrupted before it was switched off) keeps its place:
+    the ledger resumes that batch when it is switched on again. `readers` maps each switched-off
+    consumer to the log entities it reads; returns how many changes each one dropped.
+    """
+    dropped: dict[str, int] = {}
+    for consumer, entities in readers.items():
+        if conn.execute(
+            "SELECT 1 FROM braze_sync.batches WHERE consumer = %s AND account_id = %s AND status = 'open'",
+            (consumer, account_id),
+        ).fetchone():
+            continue
+        after = read_cursor(conn, consumer=consumer, account_id=account_id)
+        count, txid, log_id = conn.execute(
+            SKIP_SQL,
+            {"entities": list(entities), "account_id": account_id, "txid": str(after.txid), "log_id": after.log_id},
+        ).fetchone()
+        if not count:
+            continue
+        write_cursor(conn, consumer=consumer, account_id=account_id, position=Position(int(txid), int(log_id)))
+        conn.execute(
+            "INSERT INTO braze_sync.run_summaries (consumer, account_id, status, skipped, finished_at) "
+            "VALUES (%s, %s, 'off', %s, now())",
+            (consumer, account_id, count),
+        )
+        dropped[consumer] = int(count)
+    return dropped

@@ -26,7 +26,7 @@ from masivo_braze_sync import progress
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.capture import LogRange, backlog, prune, read_cursor
+from masivo_braze_sync.capture import LogRange, backlog, prune, read_cursor, skip_switched_off
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
@@ -127,7 +127,9 @@ class AccountRun:
         #: change-log rows waiting when the run started, and consumed since (progress)
         self.progress_total = 0
         self.progress_done = 0
-        self.ctx = AccountContext(account.account_id, account.currency, dict(account.toggles))
+        self.ctx = AccountContext(
+            account.account_id, account.currency, dict(account.toggles), orders_as=account.orders_as or "purchases"
+        )
         self.ledger = Ledger(db, entity.name, account.account_id)
         self.summary = AccountSummary(account.account_id, entity.name)
         self.client = None
@@ -147,7 +149,13 @@ class AccountRun:
 
     async def __aenter__(self) -> AccountRun:
         self._started = time.perf_counter()
-        if not self.dry_run:
+        if self.dry_run:
+            try:
+                self.entity.check(self.account)
+            except ConfigurationError as exc:
+                self.summary.status, self.summary.error = "failed", str(exc)
+                raise
+        else:
             # database calls go to a worker thread: the event loop is shared with other accounts
             self._lock_conn = await asyncio.to_thread(connect, self.db.url, autocommit=True)
             if not await asyncio.to_thread(try_lock, self._lock_conn, self.entity.name, self.account.account_id):
@@ -158,6 +166,7 @@ class AccountRun:
                     f"account {self.account.account_id}: another {self.entity.name} sync is running; skipped"
                 )
             try:
+                self.entity.check(self.account)  # a wrong setting fails this account's run, named in it
                 self.client = await self._open_client()
                 await asyncio.to_thread(self._measure_backlog)
             except BaseException as exc:
@@ -505,6 +514,8 @@ class AccountRun:
 
         try:
             with self.db.connection() as conn:
+                off = {n: spec.captured for n, spec in ENTITIES.items() if not spec.is_enabled(self.account)}
+                skip_switched_off(conn, account_id=self.account.account_id, readers=off)
                 prune(
                     conn,
                     account_id=self.account.account_id,

@@ -35,6 +35,9 @@ class BrazeLimits:
     #: bytes of one request body: Braze documents "4 MB" and answers 413 above it. Whether that
     #: is 4,000,000 or 4,194,304 bytes is not said: the smaller reading is assumed
     request_bytes: int = 4_000_000
+    #: bytes of an event's properties once any of them is an object or an array (eCommerce
+    #: events always carry the `products` array)
+    nested_properties_bytes: int = 100 * 1024
 
 
 #: the limits of a default Braze workspace

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.emulator.ecommerce import ecommerce_error
 from masivo_braze_sync.iso4217 import CURRENCIES
 
 ARRAYS = ("attributes", "events", "purchases")
@@ -436,6 +437,10 @@ def event_error(obj: dict[str, Any]) -> str | None:
         return "'name' is required"
     if type(name) is not str or not name or len(name) > MAX_STRING or name[0] == "$":
         return "'name' is not valid"
+    if name.startswith("ecommerce."):  # eCommerce recommended events have a schema (emulator/ecommerce.py)
+        err = ecommerce_error(name, obj.get("properties"))
+        if err is not None:
+            return err
     return _common_error(obj)
 
 

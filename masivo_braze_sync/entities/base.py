@@ -70,6 +70,8 @@ class AccountContext:
     currency: str = "USD"
     #: the integration's toggles (`sync_events`, `sync_customer_tags`, ...)
     toggles: dict[str, bool] = field(default_factory=dict)
+    #: how orders reach Braze: `purchases`, `ecommerce` or `both` (`AccountConfig.orders_mode`)
+    orders_as: str = "purchases"
 
 
 def update_only(ctx: AccountContext) -> bool:
@@ -123,6 +125,9 @@ class Entity:
     def is_enabled(self, account: AccountConfig) -> bool:
         """Whether this entity syncs for the account (integration enabled, toggle on)."""
         return account.is_on(self.toggle)
+
+    def check(self, account: AccountConfig) -> None:
+        """Raise ConfigurationError when the account's settings for this entity cannot be used."""
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Business rules and Braze field rules on whole columns."""

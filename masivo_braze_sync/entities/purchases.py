@@ -60,7 +60,9 @@ import polars as pl
 import psycopg
 from psycopg.types.json import Jsonb
 
+from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.entities import ecommerce
 from masivo_braze_sync.entities.base import (
     OBJECT_SCHEMA,
     REJECT_SCHEMA,
@@ -98,6 +100,9 @@ STATE_SCHEMA = {
     "quantity": pl.Int64,
     "time": pl.String,
     "reason": pl.String,
+    # eCommerce events (entities/ecommerce.py): the event kind and its lines as JSON; null for purchases
+    "event": pl.String,
+    "lines": pl.String,
 }
 
 
@@ -136,10 +141,10 @@ prior AS (
                                       WHEN maybe THEN 'maybe' ELSE 'planned' END) AS keys
     FROM planned
     GROUP BY 1
-)
+),{ecommerce.PRIOR_CTE}
 SELECT ch.order_id AS key,
        o.id IS NOT NULL AS present,
-       coalesce(o.customer_id, s.customer_id) AS customer_id,
+       coalesce(o.customer_id, s.customer_id, es.customer_id) AS customer_id,
        o.status,
        nullif(btrim(o.currency::text), '') AS currency,
        {_ts("o.fulfilled_at")} AS fulfilled_at,
@@ -153,7 +158,9 @@ SELECT ch.order_id AS key,
             ELSE 'active' END AS customer_state,
        li.lines::text AS lines,
        s.lines::text AS sent,
-       pr.keys::text AS prior
+       pr.keys::text AS prior,
+       es.events::text AS esent,
+       ep.keys::text AS eprior
 FROM changed ch
 LEFT JOIN public.orders o ON o.account_id = $1 AND o.id = ch.order_id
 LEFT JOIN LATERAL (
@@ -173,7 +180,9 @@ LEFT JOIN LATERAL (
     WHERE i.account_id = $1 AND i.order_id = ch.order_id
 ) li ON true
 LEFT JOIN prior pr ON pr.order_id = ch.order_id
-LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = coalesce(o.customer_id, s.customer_id)
+{ecommerce.sent_join(_ts)}
+LEFT JOIN eprior ep ON ep.order_id = ch.order_id
+LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = coalesce(o.customer_id, s.customer_id, es.customer_id)
 ORDER BY ch.first_id
 """
 
@@ -201,6 +210,9 @@ def order_of(key: str) -> str:
             value = None
         if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
             return value[0]
+    event = ecommerce.parse_event_key(key)
+    if event is not None:
+        return event[0]
     match = PURCHASE_KEY.fullmatch(key)
     return match.group(1) if match else key
 
@@ -338,6 +350,7 @@ class _Out:
     """What the transform builds for a frame of orders."""
 
     keys: list[str] = field(default_factory=list)
+    arrays: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     state: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
@@ -348,6 +361,18 @@ class _Out:
 
     def count(self, name: str, n: int = 1) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + n
+
+    def reject(self, key: str, reason: str) -> None:
+        """Record a rejected key once (with `both`, purchases and eCommerce events may find the same)."""
+        if (key, reason) not in self.rejected:
+            self.rejected.append((key, reason))
+
+    def add(self, key: str, array: str, body: bytes, state: dict[str, Any]) -> None:
+        """One object to send, and what to remember once Braze accepts it."""
+        self.keys.append(key)
+        self.arrays.append(array)
+        self.bodies.append(body)
+        self.state.append(dict.fromkeys(STATE_SCHEMA) | state)
 
     def emit(
         self,
@@ -373,9 +398,10 @@ class _Out:
             }
             if self.update_only:
                 body["_update_existing_only"] = True
-            self.keys.append(key)
-            self.bodies.append(orjson.dumps(body))
-            self.state.append(
+            self.add(
+                key,
+                "purchases",
+                orjson.dumps(body),
                 {
                     "key": key,
                     "order_id": order_id,
@@ -389,7 +415,7 @@ class _Out:
                     "quantity": quantity,
                     "time": side.time,
                     "reason": reason,
-                }
+                },
             )
             self.count("purchases" if sign == PLUS else "reversals")
 
@@ -448,7 +474,8 @@ class PurchasesEntity(Entity):
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Order-level rules on whole columns: what is never sent, and what cannot be."""
-        history = pl.col("sent").is_not_null() | pl.col("prior").is_not_null()
+        ledgers = [c for c in ("sent", "prior", "esent", "eprior") if c in frame.columns]
+        history = pl.any_horizontal([pl.col(c).is_not_null() for c in ledgers])
         customer = pl.col("customer_id").fill_null("")
         verdict = (
             pl.when(~pl.col("present") & ~history)
@@ -480,10 +507,8 @@ class PurchasesEntity(Entity):
             except orjson.JSONDecodeError:  # a jsonb number no double holds (1e400), or 1,000+ levels
                 out.rejected.append((row["key"], UNREADABLE_LINES))
                 continue
-            self._order(order, out)
-        objects = pl.DataFrame(
-            {"key": out.keys, "array": ["purchases"] * len(out.keys), "body": out.bodies}, schema=OBJECT_SCHEMA
-        )
+            self._order(order, out, ctx.orders_as)
+        objects = pl.DataFrame({"key": out.keys, "array": out.arrays, "body": out.bodies}, schema=OBJECT_SCHEMA)
         rejects = pl.DataFrame(
             {
                 "key": [k for k, _ in out.rejected],
@@ -495,8 +520,31 @@ class PurchasesEntity(Entity):
         state = pl.DataFrame(out.state, schema=STATE_SCHEMA)
         return Prepared(frame=objects, rejected=rejects, skipped=out.skipped, state=state, metrics=out.metrics)
 
-    def _order(self, order: _Order, out: _Out) -> None:
+    def check(self, account: AccountConfig) -> None:
+        """An `orders_as` that is not one of ORDERS_AS fails the account's run (ConfigurationError)."""
+        account.orders_mode()
+
+    def _order(self, order: _Order, out: _Out, orders_as: str) -> None:
+        """One order: its purchases, its eCommerce events, or both (`orders_as`); a skip if nothing."""
         before = (len(out.keys), len(out.rejected))
+        never_placed = None
+        if orders_as != "ecommerce":
+            self._purchases(order, out)
+        if orders_as != "purchases":
+            never_placed = ecommerce.plan(order, out)
+        if (len(out.keys), len(out.rejected)) == before:
+            nothing = {
+                FULFILLED: "order already sent",
+                "REVERSED": "reversal already sent",
+                "CANCELLED": "reversal already sent",
+                DELETED: "reversal already sent",
+            }.get(order.status, "order not fulfilled")
+            if orders_as == "ecommerce" and never_placed:
+                nothing = never_placed
+            out.skipped[nothing] = out.skipped.get(nothing, 0) + 1
+
+    def _purchases(self, order: _Order, out: _Out) -> None:
+        """The purchases and reversals an order still owes Braze."""
         # the purchase side of each line: ledger first, then what an interrupted attempt sent
         plus: dict[int, Side] = {ln: s for (ln, sign), s in order.sent.items() if sign == PLUS}
         to_send: dict[int, tuple[Line, set[int]]] = {}
@@ -554,15 +602,6 @@ class PurchasesEntity(Entity):
                 "original_time": side.time,
             }
             out.emit(order.id, ln, MINUS, minus, parts, props, reason)
-
-        if (len(out.keys), len(out.rejected)) == before:
-            nothing = {
-                FULFILLED: "order already sent",
-                "REVERSED": "reversal already sent",
-                "CANCELLED": "reversal already sent",
-                DELETED: "reversal already sent",
-            }.get(order.status, "order not fulfilled")
-            out.skipped[nothing] = out.skipped.get(nothing, 0) + 1
 
     def _fulfil(
         self, order: _Order, plus: dict[int, Side], to_send: dict[int, tuple[Line, set[int]]], out: _Out
@@ -636,12 +675,18 @@ class PurchasesEntity(Entity):
         so every fulfilled order is sent again; without it, the ledger keeps anything from going twice."""
         if resend:
             conn.execute("DELETE FROM braze_sync.purchase_lines WHERE account_id = %s", (account_id,))
+            conn.execute("DELETE FROM braze_sync.order_events WHERE account_id = %s", (account_id,))
         return super().full_resync(conn, account_id, resend=resend)
 
     def commit_state(self, conn: psycopg.Connection, ctx: AccountContext, state: pl.DataFrame) -> None:
-        """Record each line side Braze accepted (its parts summed), in the cursor's transaction."""
+        """Record each line side Braze accepted (its parts summed), and each eCommerce event, in the
+        cursor's transaction."""
+        events = state.filter(pl.col("event").is_not_null())
+        if events.height:
+            with conn.cursor() as cur:  # a recorded event is never built again: a conflict cannot happen
+                cur.executemany(ecommerce.INSERT_SQL, ecommerce.ledger_rows(ctx.account_id, events.to_dicts()))
         sides: dict[tuple[str, int, str], dict[str, Any]] = {}
-        for r in state.iter_rows(named=True):
+        for r in state.filter(pl.col("event").is_null()).iter_rows(named=True):
             side = sides.setdefault((r["order_id"], r["line_no"], r["sign"]), r | {"split": {}})
             side["split"][str(r["part"])] = r["quantity"]
         rows = [
