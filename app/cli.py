@@ -312,6 +312,43 @@ def emulator(
     serve(state, host="127.0.0.1", port=port, on_ready=lambda *_: None)
 
 
+@app.command("live")
+def live_command(
+    entity: Annotated[
+        list[str] | None, typer.Option("--entity", help="Only this entity (repeatable; default all).")
+    ] = None,
+    account: Annotated[list[str] | None, typer.Option("--account", help="Only this account (repeatable).")] = None,
+) -> None:
+    """Send changes as they commit (no Prefect server needed); Ctrl-C or SIGTERM stops cleanly."""
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.live import BatchLine, LiveSession
+    from masivo_braze_sync.live.signals import run_until_signalled
+
+    unknown = sorted(set(entity or ()) - set(ENTITIES))
+    if unknown:
+        raise _fail(f"unknown entity: {', '.join(unknown)} (choose from {', '.join(ENTITIES)})")
+
+    def show(line: BatchLine) -> None:
+        console.print(
+            f"{line.consumer}/{line.account_id}: {line.rows:,} changes, {line.objects_sent:,} objects "
+            f"in {line.requests:,} requests ({line.seconds:.3f}s)",
+            highlight=False,
+        )
+
+    try:
+        session = LiveSession(Database.from_settings(), entities=entity, account_ids=account, on_batch=show)
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+    console.print("live: listening for changes (Ctrl-C to stop)")
+    asyncio.run(
+        run_until_signalled(session, on_signal=lambda _: console.print("live: stopping after the batch in flight"))
+    )
+    from app.report import print_live_summary
+
+    print_live_summary(console, session.summary_rows())
+
+
 @app.command()
 def demo(
     events: Annotated[int, typer.Option(help="Events to seed per account.")] = 2_000,

@@ -45,3 +45,20 @@ def print_summaries(console: Console, entity: str, summaries: list[AccountSummar
             f"  attributes sent: {sent:,} (billed data points); a full re-send would cost {full:,} "
             f"({saved:.0f}% saved by sending only changed fields)"
         )
+
+
+def print_live_summary(console: Console, rows: list[dict]) -> None:
+    """A live session's totals, one row per (account, entity)."""
+    if not rows:
+        console.print("live: nothing was sent in this session.")
+        return
+    table = Table(title="live session: per-account summary", title_justify="left")
+    columns = ("account_id", "consumer", "status", "batches", "rows_read", "objects_sent", "requests", "failures")
+    for name in columns:
+        table.add_column(name.replace("_", " "), justify="left" if name in columns[:3] else "right")
+    for r in rows:
+        table.add_row(*(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in columns))
+    console.print(table)
+    for r in rows:
+        if r.get("error"):
+            console.print(f"  [red]{r['account_id']}[/] {r['consumer']}: {r['error']}")

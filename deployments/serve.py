@@ -24,6 +24,7 @@ import yaml
 from prefect import Flow, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval, Schedule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,17 @@ PREFECT_YAML = ROOT / "prefect.yaml"
 
 #: deployment keys translated below; `work_pool` is the workers' (serving needs no pool)
 DEPLOYMENT_KEYS = frozenset(
-    {"name", "description", "entrypoint", "parameters", "schedules", "concurrency_limit", "tags", "work_pool"}
+    {
+        "name",
+        "description",
+        "entrypoint",
+        "parameters",
+        "schedules",
+        "concurrency_limit",
+        "tags",
+        "work_pool",
+        "triggers",
+    }
 )
 SCHEDULE_KEYS = frozenset({"cron", "interval", "timezone", "day_or", "active", "parameters", "slug"})
 
@@ -77,6 +88,7 @@ def to_deployment(entry: dict[str, Any]) -> RunnerDeployment:
         parameters=entry.get("parameters") or {},
         schedules=[_schedule(s) for s in entry.get("schedules") or []],
         concurrency_limit=ConcurrencyLimitConfig(**limit) if isinstance(limit, dict) else limit,
+        triggers=[DeploymentEventTrigger(**t) for t in entry.get("triggers") or []],
     )
 
 

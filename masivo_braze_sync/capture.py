@@ -38,27 +38,66 @@ class LogRange:
     rows: int
 
 
+#: the channel the change log's trigger notifies (migration 0005; docs/live.md#wake-ups)
+NOTIFY_CHANNEL = "masivo_braze_sync"
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read of the log: the range found (None = nothing readable) and the horizon it used.
+
+    Everything of the consumer after the cursor and below `horizon` is in `range` unless the read
+    was `full` (it stopped at the row limit): a read that is not full has caught up to `horizon`.
+    """
+
+    range: LogRange | None
+    horizon: int
+    full: bool
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether nothing of the consumer below `horizon` is left after this read's range."""
+        return not self.full
+
+
+# `least` ignores a NULL bound: a consumer with no bound reads up to the horizon
 NEXT_RANGE_SQL = """
 WITH taken AS (
     SELECT txid, id
     FROM braze_sync.change_log
     WHERE entity = ANY(%(entities)s) AND account_id = %(account_id)s
       AND (txid, id) > (%(txid)s::text::xid8, %(log_id)s)
-      AND txid < pg_snapshot_xmin(pg_current_snapshot())
+      AND txid < (SELECT least(pg_snapshot_xmin(pg_current_snapshot()),
+                               (SELECT horizon FROM braze_sync.caught_up
+                                WHERE consumer = %(bound)s AND account_id = %(account_id)s)))
     ORDER BY txid, id
     LIMIT %(limit)s
 )
 SELECT count(*), max(txid::text::numeric)::text,
-       (SELECT id FROM taken ORDER BY txid DESC, id DESC LIMIT 1)
+       (SELECT id FROM taken ORDER BY txid DESC, id DESC LIMIT 1),
+       least(pg_snapshot_xmin(pg_current_snapshot()),
+             (SELECT horizon FROM braze_sync.caught_up WHERE consumer = %(bound)s AND account_id = %(account_id)s)
+       )::text
 FROM taken
 """
 
 
-def next_range(
-    conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: str, after: Position, limit: int
-) -> LogRange | None:
-    """The next at most `limit` committed changes after `after`, or None when there are none yet."""
-    count, txid, log_id = conn.execute(
+def read_next(
+    conn: psycopg.Connection,
+    *,
+    entities: tuple[str, ...],
+    account_id: str,
+    after: Position,
+    limit: int,
+    bound_by: str | None = None,
+) -> Read:
+    """The next at most `limit` committed changes after `after`, with the horizon the read used.
+
+    `bound_by` names another consumer of the account: the read then also stays below the horizon
+    that consumer last caught up to (`record_caught_up`), when it has one (docs/live.md#profile-before-event).
+    The snapshot, the bound and the rows come from one statement, so they agree.
+    """
+    count, txid, log_id, horizon = conn.execute(
         NEXT_RANGE_SQL,
         {
             "entities": list(entities),
@@ -66,11 +105,35 @@ def next_range(
             "txid": str(after.txid),
             "log_id": after.log_id,
             "limit": limit,
+            "bound": bound_by,
         },
     ).fetchone()
-    if not count:
-        return None
-    return LogRange(after=after, upto=Position(int(txid), int(log_id)), rows=int(count))
+    rng = LogRange(after=after, upto=Position(int(txid), int(log_id)), rows=int(count)) if count else None
+    return Read(range=rng, horizon=int(horizon), full=count >= limit)
+
+
+def next_range(
+    conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: str, after: Position, limit: int
+) -> LogRange | None:
+    """The next at most `limit` committed changes after `after`, or None when there are none yet."""
+    return read_next(conn, entities=entities, account_id=account_id, after=after, limit=limit).range
+
+
+def record_caught_up(conn: psycopg.Connection, *, consumer: str, account_id: str, horizon: int) -> None:
+    """Note that `consumer` has nothing left below `horizon` for the account (never moves back).
+
+    Call it in the transaction that commits the batch of a read that was not full, or on its own
+    after a read that found nothing: either way everything below `horizon` is then delivered.
+    """
+    conn.execute(
+        """
+        INSERT INTO braze_sync.caught_up (consumer, account_id, horizon, updated_at)
+        VALUES (%s, %s, %s::text::xid8, now())
+        ON CONFLICT (consumer, account_id)
+        DO UPDATE SET horizon = greatest(braze_sync.caught_up.horizon, EXCLUDED.horizon), updated_at = now()
+        """,
+        (consumer, account_id, str(horizon)),
+    )
 
 
 def position_at(

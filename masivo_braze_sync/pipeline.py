@@ -29,6 +29,7 @@ from masivo_braze_sync.budget import SharedBudget
 from masivo_braze_sync.capture import LogRange, backlog, prune, read_cursor, skip_switched_off
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
+from masivo_braze_sync.entities import ledger_bounds
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import ConfigurationError, SyncError
 from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
@@ -130,7 +131,7 @@ class AccountRun:
         self.ctx = AccountContext(
             account.account_id, account.currency, dict(account.toggles), orders_as=account.orders_as or "purchases"
         )
-        self.ledger = Ledger(db, entity.name, account.account_id)
+        self.ledger = Ledger(db, entity.name, account.account_id, **ledger_bounds(entity, account))
         self.summary = AccountSummary(account.account_id, entity.name)
         self.client = None
         #: the orchestrator's run id, stored with the summary (set by the Prefect flow)

@@ -45,6 +45,23 @@ class Settings(BaseSettings):
     track_rate_window_seconds: float = Field(default=3.0, gt=0)
     delete_rate_limit: int = Field(default=20_000, ge=1, description="/users/delete requests per window.")
     delete_rate_window_seconds: float = Field(default=60.0, gt=0)
+    # live mode (docs/live.md)
+    live_collect_ms: float = Field(
+        default=30.0, ge=0, description="Live: wait this long after a wake-up before reading (a burst fills requests)."
+    )
+    live_sweep_seconds: float = Field(
+        default=30.0, gt=0, description="Live: look at every (entity, account) this often, notified or not."
+    )
+    live_retry_min_seconds: float = Field(
+        default=0.02, gt=0, description="Live: first look again at a change held behind the capture horizon."
+    )
+    live_retry_max_seconds: float = Field(default=1.0, gt=0, description="Live: longest wait between such looks.")
+    live_failure_backoff_max_seconds: float = Field(
+        default=60.0, gt=0, description="Live: longest wait before an account that failed is tried again."
+    )
+    live_summary_seconds: float = Field(
+        default=60.0, gt=0, description="Live: record each account's summary this often (run_summaries)."
+    )
     objects_per_request: int = Field(default=75, ge=1, le=75)
     delete_ids_per_request: int = Field(default=50, ge=1, le=50)
 

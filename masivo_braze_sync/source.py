@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
-from masivo_braze_sync.capture import LogRange, Position, next_range, read_cursor
+from masivo_braze_sync.capture import LogRange, Position, read_cursor, read_next
 from masivo_braze_sync.ledger import BatchRef
 
 if TYPE_CHECKING:
@@ -78,10 +78,12 @@ class ChangeLog:
 
     @staticmethod
     def _range_after(run: AccountRun, conn, after: Position) -> LogRange | None:
-        return next_range(
+        # the same bound as the ledger's reads (a dry run and a read-ahead see what a batch would)
+        return read_next(
             conn,
             entities=run.entity.captured,
             account_id=run.account.account_id,
             after=after,
             limit=run.settings.batch_rows,
-        )
+            bound_by=run.ledger.bound_by,
+        ).range

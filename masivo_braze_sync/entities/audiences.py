@@ -202,6 +202,7 @@ class AudiencesEntity(Entity):
 
     name = "audiences"
     captured = ("audience_members",)  # audience-level changes are fanned out to members (0004)
+    after_customers = True  # docs/live.md#profile-before-event
     toggle = "sync_audiences"
     extract_sql = EXTRACT_SQL
     idempotent = True  # attribute sets computed from the state at sync time

@@ -111,6 +111,10 @@ class Entity:
     #: (`AccountRun.step`): only when the entity's rows do not depend on what the sync itself commits
     #: (events do not; customers read the hashes the previous batch commits, purchases the lines sent)
     read_ahead: bool = False
+    #: whether the entity's objects concern customers whose profile must reach Braze first: its
+    #: reads then stay below the horizon the customers consumer last caught up to, when the account
+    #: syncs customers (docs/live.md#profile-before-event)
+    after_customers: bool = False
 
     def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
         """The changed rows behind `log_range`, in change order."""

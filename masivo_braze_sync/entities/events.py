@@ -167,6 +167,7 @@ class EventsEntity(Entity):
 
     name = "events"
     captured = ("events",)
+    after_customers = True  # docs/live.md#profile-before-event
     toggle = "sync_events"
     extract_sql = EXTRACT_SQL
     extract_order = "log_ord"

@@ -469,6 +469,7 @@ class PurchasesEntity(Entity):
 
     name = "purchases"
     captured = ("orders", "order_items")
+    after_customers = True  # docs/live.md#profile-before-event
     toggle = "sync_purchases"
     extract_sql = EXTRACT_SQL
 
