@@ -331,6 +331,7 @@ def test_an_audience_whose_key_a_customer_field_owns_is_refused_never_written(
     for audience_id, name in (("a1", "tier"), ("a2", "tag_vip"), ("a3", "points"), ("a4", "Tier")):
         _audience(db, audience_id, name, ["c1"])
     settle(db)
+    run_sync("acct-1", "customers")  # others read below the customers' horizon (profile first)
     summary = run_sync("acct-1", "audiences")
     assert summary.rejected == 3
     got = _attrs(emulator, "c1")
@@ -347,6 +348,7 @@ def test_an_audience_whose_key_a_customer_field_owns_is_refused_never_written(
     _leave(db, "a1", "c1")  # leaving never sends the null that would erase the customer's tier
     _leave(db, "a2", "c1")
     settle(db)
+    run_sync("acct-1", "customers")
     run_sync("acct-1", "audiences")
     got = _attrs(emulator, "c1")
     assert got["masivo_tier"] == "Gold"
