@@ -314,7 +314,11 @@ class AccountRun:
         s = self.summary
         s.rows_read -= order.height - int(cut["i"][0])
         for frame in self._rejects:
-            s.rejected -= frame.filter(pl.col("key").is_in(later) & (pl.col("stage") != "field")).height
+            left = frame.filter(pl.col("key").is_in(later))
+            notes = left.filter(pl.col("stage") == "field").height
+            s.rejected -= left.height - notes
+            if notes:
+                s.metrics["field_notes"] -= notes
         for frame in self._skips:
             for reason, count in frame.filter(pl.col("key").is_in(later)).group_by("reason").len().iter_rows():
                 s.skipped -= count
@@ -492,7 +496,10 @@ class AccountRun:
     def _note(self, out: Prepared) -> None:
         if out.rejected.height:
             self._rejects.append(out.rejected)
-            self.summary.rejected += out.rejected.filter(pl.col("stage") != "field").height
+            notes = out.rejected.filter(pl.col("stage") == "field").height
+            self.summary.rejected += out.rejected.height - notes
+            if notes:  # sent, with a field dropped or cut: recorded, and counted apart
+                self.summary.metrics["field_notes"] = self.summary.metrics.get("field_notes", 0) + notes
         if out.state is not None:
             self._states.append(out.state)
         if out.skipped_keys is not None and out.skipped_keys.height:
