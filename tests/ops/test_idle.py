@@ -15,6 +15,7 @@ def test_only_accounts_with_changes_after_their_cursor_have_work(db, make_accoun
         make_account(account, customers=1)
     add_events("a", 2)
     add_events("b", 1)
+    settle(db)
     run_sync("b", "events")  # b is caught up: idle again
     with db.connection() as conn:
         accounts = load_accounts(conn)
