@@ -50,13 +50,10 @@ import orjson
 from masivo_braze_sync import __version__
 from masivo_braze_sync.braze.endpoints import validate_rest_endpoint
 from masivo_braze_sync.braze.headers import RateLimitHeaders, parse_rate_limit_headers
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.braze.ratelimit import (
     DELETE_BUCKET,
-    DELETE_LIMIT,
-    DELETE_WINDOW_SECONDS,
     TRACK_BUCKET,
-    TRACK_LIMIT,
-    TRACK_WINDOW_SECONDS,
     RateLimiter,
     limiters,
     workspace_key,
@@ -71,7 +68,6 @@ from masivo_braze_sync.errors import (
 )
 
 __all__ = [
-    "MAX_DELETE_IDS",
     "BrazeClient",
     "BrazeSettings",
     "DeleteResult",
@@ -82,8 +78,6 @@ __all__ = [
 
 TRACK_PATH = "/users/track"
 DELETE_PATH = "/users/delete"
-#: `/users/delete` accepts at most 50 ids per request (CONTRACT §8).
-MAX_DELETE_IDS = 50
 
 # Braze's `message` goes into an exception only if it looks like a fixed phrase ("Bad Request",
 # "Max Input Length Exceeded", "Valid data must be provided in the 'attributes', ... fields."):
@@ -359,10 +353,10 @@ class BrazeClient:
         #: opaque limiter key: endpoint plus a hash of the API key
         self.workspace = workspace_key(self.base_url, key)
         self._track_limiter = track_limiter or limiters.get(
-            self.workspace, TRACK_BUCKET, TRACK_LIMIT, TRACK_WINDOW_SECONDS
+            self.workspace, TRACK_BUCKET, BRAZE.track_requests, BRAZE.track_window_seconds
         )
         self._delete_limiter = delete_limiter or limiters.get(
-            self.workspace, DELETE_BUCKET, DELETE_LIMIT, DELETE_WINDOW_SECONDS
+            self.workspace, DELETE_BUCKET, BRAZE.delete_requests, BRAZE.delete_window_seconds
         )
         is_local = not self.base_url.startswith("https://")
         if transport is None:
@@ -463,8 +457,10 @@ class BrazeClient:
         """
         if not external_ids:
             raise ValueError("external_ids is empty")
-        if len(external_ids) > MAX_DELETE_IDS:
-            raise ValueError(f"at most {MAX_DELETE_IDS} external_ids per /users/delete, got {len(external_ids)}")
+        if len(external_ids) > BRAZE.delete_ids_per_request:
+            raise ValueError(
+                f"at most {BRAZE.delete_ids_per_request} external_ids per /users/delete, got {len(external_ids)}"
+            )
         if not all(isinstance(i, str) and i for i in external_ids):
             raise ValueError("every external_id must be a non-empty string")
         body = orjson.dumps({"external_ids": list(external_ids)})
@@ -518,7 +514,7 @@ class BrazeClient:
             asked: float | None = None  # the wait Braze asked for, if it did
             if response is not None:
                 info = parse_rate_limit_headers(response.headers)
-                limiter.observe(remaining=info.remaining, reset_in=info.reset_in)
+                limiter.observe(limit=info.limit, remaining=info.remaining, reset_in=info.reset_in)
                 outcome = classify_status(response.status_code)
                 if outcome is Outcome.SUCCESS:
                     return response, tally
