@@ -37,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import ipaddress
 import math
 import random
 import re
 import ssl
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -121,13 +123,15 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     for one, as with a single pool of `concurrency` connections.
     """
 
-    def __init__(self, concurrency: int, *, trust_env: bool) -> None:
+    def __init__(self, concurrency: int, *, trust_env: bool, proxy: str | None = None) -> None:
         shards = math.ceil(concurrency / SHARD_CONNECTIONS)
         size = math.ceil(concurrency / shards)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         ssl_context = _ssl_context(trust_env)  # one for all pools
         self._pools = [
-            httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits)
+            httpx.AsyncHTTPTransport(
+                verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits, proxy=proxy
+            )
             for _ in range(shards)
         ]
         self._busy = [0] * shards
@@ -151,6 +155,38 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+def _proxy_mounts(concurrency: int) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """Sharded transports for the standard proxy variables, mounted the way httpx mounts them.
+
+    httpx reads `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` only when it builds its
+    own transport; a client given a transport (ours, for the sharding) gets no proxy unless it
+    is mounted like this. Keys are httpx mount patterns; a None value sends matching URLs to the
+    client's own transport, i.e. directly (`NO_PROXY`).
+    """
+    env = urllib.request.getproxies_environment()  # either case; ignores HTTP_PROXY under CGI
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    for scheme in ("http", "https", "all"):
+        url = env.get(scheme)
+        if url:
+            url = url if "://" in url else f"http://{url}"
+            mounts[f"{scheme}://"] = _ShardedTransport(concurrency, trust_env=True, proxy=url)
+    for entry in (e.strip() for e in env.get("no", "").split(",")):
+        if not entry or not mounts:
+            continue
+        if entry == "*":  # no proxy for anything
+            return {}
+        if "://" in entry:
+            mounts[entry] = None
+            continue
+        try:
+            ipaddress.ip_address(entry.strip("[]"))
+            mounts[f"all://{entry}"] = None
+        except ValueError:
+            # "example.com" and ".example.com" both mean the domain and its subdomains
+            mounts[f"all://*{entry.lstrip('.')}"] = None
+    return mounts
 
 
 class _Releasing(httpx.AsyncByteStream):
@@ -359,8 +395,14 @@ class BrazeClient:
             self.workspace, DELETE_BUCKET, BRAZE.delete_requests, BRAZE.delete_window_seconds
         )
         is_local = not self.base_url.startswith("https://")
+        mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
         if transport is None:
             transport = _ShardedTransport(settings.concurrency, trust_env=not is_local)
+            # Operators behind a corporate proxy reach Braze through it (a CONNECT tunnel: the
+            # proxy sees the host name, never the key). A local emulator's plaintext traffic
+            # never goes to a proxy.
+            if not is_local:
+                mounts = _proxy_mounts(settings.concurrency)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={
@@ -370,14 +412,12 @@ class BrazeClient:
                 "User-Agent": f"masivo-braze-sync/{__version__}",
             },
             timeout=httpx.Timeout(settings.timeout_seconds),
-            limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency),
-            http1=True,
-            http2=False,
             # Never follow a redirect: the Authorization header would go wherever Location says.
             follow_redirects=False,
+            # the pool size and the proxies are the transports' (httpx ignores `limits=` and the
+            # environment's proxies once it is given a transport)
             transport=transport,
-            # Environment proxies are fine for https (CONNECT tunnel), but would see a local
-            # emulator's plaintext traffic and break loopback tests.
+            mounts=mounts,
             trust_env=not is_local,
         )
         # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
@@ -406,8 +446,8 @@ class BrazeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool; the client cannot be used afterwards."""
-        await self._http.aclose()
+        """Close the connection pools; the client cannot be used afterwards."""
+        await self._http.aclose()  # closes the mounted (proxy) transports too
 
     async def track(self, body: bytes) -> TrackResult:
         """POST an already-serialised `/users/track` body.
