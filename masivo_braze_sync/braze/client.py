@@ -222,7 +222,7 @@ class BrazeSettings:
         backoff_max_seconds: cap of the exponential backoff.
         concurrency: requests in flight at once per client (also the connection pool size).
         max_retry_wait_seconds: the longest server-requested wait the client sleeps through;
-            if Braze asks for more (an hourly limit, CONTRACT §2.3), the client raises at once
+            if Braze asks for more (an hourly limit, docs/braze.md#limits), the client raises at once
             with `retry_after` set so the run can be rescheduled instead of holding a worker.
     """
 
@@ -583,7 +583,10 @@ class BrazeClient:
 
     @staticmethod
     def _asked_wait(status_code: int, info: RateLimitHeaders) -> float | None:
-        """The wait the response asked for: retry-after, else (429 only) the window reset (CONTRACT §4)."""
+        """The wait the response asked for: retry-after, else (429 only) the window reset.
+
+        docs/braze.md#rate-limit-headers
+        """
         if info.retry_after is not None:
             return info.retry_after
         if status_code == 429 and info.reset_in is not None:
