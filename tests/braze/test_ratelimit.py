@@ -380,9 +380,10 @@ def test_a_reset_beyond_one_window_is_another_limit_and_is_not_adopted():
 def test_other_producers_share_is_measured_per_window_and_forgotten_by_halves():
     clock = FakeClock()
     limiter = RateLimiter(100, 1.0, clock=clock)
-    # window 1: 10 of our answers, and Braze says 60 are gone by the last one: others took 50
+    # window 1, first half: 10 of our answers, and Braze says 35 are gone by the last one, so
+    # others took 25 in half a window: 50 in a whole one (we paused: no answer in the second half)
     for i in range(10):
-        limiter.observe(limit=100, remaining=99 - i - 5 * (i + 1), reset_in=0.9 - 0.05 * i)
+        limiter.observe(limit=100, remaining=99 - i - round(2.5 * (i + 1)), reset_in=0.95 - 0.05 * i)
         clock.advance(0.05)
     clock.advance(0.5)
     limiter.observe(limit=100, remaining=99, reset_in=0.95)  # window 2 opens: window 1 is closed
@@ -403,8 +404,8 @@ def test_late_answers_about_an_earlier_window_are_not_counted():
     clock.advance(0.6)
     limiter.observe(limit=100, remaining=99, reset_in=0.9)  # the next window
     limiter.observe(limit=100, remaining=0, reset_in=-0.1 + 1e-9)  # about the first one, late
-    assert limiter.others == 9  # 100 - 90 - 1, from the first window only
-    assert limiter.limit == 91
+    assert limiter.others == 18  # 100 - 90 - 1 in the first window's first half, only
+    assert limiter.limit == 82
 
 
 def test_the_registry_keeps_what_a_limiter_learned():
@@ -413,3 +414,20 @@ def test_the_registry_keeps_what_a_limiter_learned():
     a.observe(limit=300, remaining=299, reset_in=2.0)
     assert registry.get("ws", "track", 3000, 3.0) is a
     assert registry.get("ws", "track", 3000, 3.0, ceiling=100) is not a  # configuration changed
+
+
+def test_requests_in_flight_count_against_what_remains():
+    clock = FakeClock()
+    limiter = RateLimiter(3000, 3.0, clock=clock)
+
+    async def start(n: int) -> None:
+        for _ in range(n):
+            await limiter.acquire()
+
+    asyncio.run(start(20))  # 20 requests sent, none answered yet
+    limiter.settle()  # one answer arrives: Braze counted it, the other 19 are still on their way
+    limiter.observe(limit=3000, remaining=limiter.low_water + 10, reset_in=1.0)
+    assert limiter.reserve() == pytest.approx(1.0)  # 10 left for 19 in flight: wait for the reset
+    fresh = RateLimiter(3000, 3.0, clock=clock)
+    fresh.observe(limit=3000, remaining=fresh.low_water + 10, reset_in=1.0)
+    assert fresh.reserve() == 0.0  # nothing in flight: 10 beyond the low-water mark is enough
