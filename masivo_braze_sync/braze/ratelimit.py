@@ -422,6 +422,23 @@ class LimiterRegistry:
             self._limiters[key] = limiter
             return limiter
 
+    def snapshot(self) -> list[dict[str, object]]:
+        """What each limiter knows (benchmarks and diagnostics): workspace key, bucket, the
+        announced limit, other producers' measured share and the pace in use."""
+        with self._lock:
+            items = list(self._limiters.items())
+        return [
+            {
+                "workspace": workspace,
+                "bucket": bucket,
+                "announced": limiter.announced,
+                "ceiling": limiter.ceiling,
+                "others": limiter.others,
+                "limit": limiter.limit,
+            }
+            for (workspace, bucket), limiter in items
+        ]
+
     def clear(self) -> None:
         """Forget every limiter (tests)."""
         with self._lock:
