@@ -75,7 +75,7 @@ def cli(ns: argparse.Namespace) -> None:
     import prefect  # noqa: F401  (timed: part of Prefect's one-off cost)
 
     import flows  # noqa: F401  (the command imports them on first use: a process-start cost too)
-    from masivo_braze_sync.cli import app
+    from app.cli import app
 
     t_import = time.perf_counter()
     asyncio.run(_prefect_ready())
@@ -106,56 +106,34 @@ class _Timer:
         self.seconds: Counter[str] = Counter()
         self.rows: Counter[str] = Counter()
 
-    async def thread(self, name: str, fn, *args, rows: int = 0):
-        t = time.perf_counter()
-        out = await asyncio.to_thread(fn, *args)
-        self.seconds[name] += time.perf_counter() - t
-        self.rows[name] += rows
-        return out
-
 
 def core(ns: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     from masivo_braze_sync.entities import ENTITIES
     from masivo_braze_sync.pipeline import AccountRun
     from masivo_braze_sync.settings import get_settings
-    from tasks.stages import _AHEAD_POOL, PipelinedRun  # the flow's run class (no Prefect in it)
 
     t_import = time.perf_counter()
     timer = _Timer()
 
-    async def ahead(run, batch) -> None:
+    async def timed(name: str, call):
+        # the stage runner the flow uses minus Prefect: each stage timed (read-ahead overlaps deliver)
         t = time.perf_counter()
-        rows = await asyncio.get_running_loop().run_in_executor(_AHEAD_POOL, run.read_ahead, batch)
-        timer.seconds["read_ahead"] += time.perf_counter() - t
-        timer.rows["read_ahead"] += rows
+        out = await call()
+        timer.seconds[name.replace("-", "_")] += time.perf_counter() - t
+        return out
 
     async def one(db, account, limit):
         async with limit:
-            if ns.inline:  # AccountRun.run(): one stage after the other, on the event loop
+            if ns.inline:  # every stage inline, no read-ahead timing
                 async with AccountRun(db, ENTITIES[ns.entity], account) as run:
                     await run.run()
                 return run.summary
-            # the sync-account flow's loop (flows/common.py), stage for stage, without Prefect
-            async with PipelinedRun(db, ENTITIES[ns.entity], account) as run:
-                batch = await timer.thread("next_batch", run.next_batch)
-                while batch is not None:
-                    objects = run.take_ahead(batch)
-                    if objects is None:
-                        frame = await timer.thread("extract", run.extract, batch)
-                        valid = await timer.thread("validate", run.validate, frame, rows=frame.height)
-                        objects = await timer.thread("transform", run.transform, valid, rows=valid.height)
-                    batch, objects = await timer.thread("fit", run.fit, batch, objects)
-                    reading = asyncio.create_task(ahead(run, batch))
-                    try:
-                        t = time.perf_counter()
-                        await run.deliver(batch, objects)
-                        timer.seconds["deliver"] += time.perf_counter() - t
-                        timer.rows["deliver"] += objects.height
-                        await timer.thread("commit", run.commit, batch)
-                    finally:
-                        await asyncio.wait([reading])
-                    batch = await timer.thread("next_batch", run.next_batch)
+            # the sync-account flow's loop (AccountRun.step), stage for stage, without Prefect
+            async with AccountRun(db, ENTITIES[ns.entity], account, stage_runner=timed) as run:
+                while (result := await run.step()) is not None:
+                    timer.rows["extract"] += result.rows_read
+                    timer.rows["deliver"] += result.objects_sent
             return run.summary
 
     async def main():

@@ -7,9 +7,10 @@ from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
-from flows.common import summary_rows, sync_entity
+from flows.common import sync_entity
 from masivo_braze_sync import resync
 from masivo_braze_sync.db import Database
+from masivo_braze_sync.summary import summary_rows
 from tasks.concurrency import prefect_budget, shared_server_configured
 from tasks.secrets import resolve_api_key
 

@@ -18,34 +18,12 @@ from masivo_braze_sync.accounts import AccountConfig, load_accounts
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.entities import ENTITIES
 from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, SyncError
-from masivo_braze_sync.pipeline import AccountBusy, AccountRun, AccountSummary
+from masivo_braze_sync.pipeline import AccountBusy, AccountRun, RunFailed
 from masivo_braze_sync.settings import get_settings
+from masivo_braze_sync.summary import AccountSummary, summary_rows
 from tasks import stages
 from tasks.concurrency import prefect_budget, shared_server_configured
 from tasks.secrets import resolve_api_key
-
-SUMMARY_COLUMNS = (
-    "account_id",
-    "status",
-    "rows_read",
-    "objects_sent",
-    "rejected",
-    "skipped",
-    "requests",
-    "retries",
-    "rate_limited",
-    "possibly_duplicated",
-    "seconds",
-    "error",
-)
-
-
-class AccountFailed(SyncError):
-    """An account's run failed; carries its summary (counts only) for the parent flow."""
-
-    def __init__(self, summary: AccountSummary) -> None:
-        super().__init__(f"account {summary.account_id}: {summary.error}")
-        self.summary = summary
 
 
 class ProgressBar:
@@ -82,11 +60,6 @@ class ProgressBar:
             get_run_logger().warning("could not update the progress artifact", exc_info=True)
 
 
-def summary_rows(summaries: list[AccountSummary]) -> list[dict]:
-    """The artifact/CLI table rows: counts and ids only."""
-    return [{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in summaries]
-
-
 @flow(name="sync-account", flow_run_name="{entity}-{account_id}", persist_result=False, log_prints=False)
 async def sync_account(entity: str, account_id: str) -> dict:
     """Sync one entity for one account: every batch of its backlog, stage by stage."""
@@ -102,47 +75,28 @@ async def sync_account(entity: str, account_id: str) -> dict:
         failed = AccountRun(db, ENTITIES[entity], accounts[0])  # never entered: only records the failure
         failed.flow_run_id = flow_run.get_id()
         failed.summary.status, failed.summary.error = "failed", str(exc)
-        await asyncio.to_thread(failed._record_summary)
-        raise AccountFailed(failed.summary) from None
-    run = stages.PipelinedRun(
-        db, ENTITIES[entity], account, budget_factory=prefect_budget if shared_server_configured() else None
+        await asyncio.to_thread(failed.record_summary)
+        raise RunFailed(failed.summary) from None
+    run = AccountRun(
+        db,
+        ENTITIES[entity],
+        account,
+        budget_factory=prefect_budget if shared_server_configured() else None,
+        stage_runner=stages.run_stage,
     )
     run.flow_run_id = flow_run.get_id()
-    key = None
     bar: ProgressBar | None = None
     try:
         async with run:
-            key = stages.register(run)
             bar = ProgressBar(f"{entity} backlog of account {account_id}")
-            batch = await stages.next_batch(key)
-            while batch is not None:
-                objects = run.take_ahead(batch)
-                if objects is None:
-                    frame = await stages.extract(key, batch)
-                    valid = await stages.validate(key, frame)
-                    objects = await stages.transform(key, valid)
-                # a few milliseconds of bookkeeping, not a task: the batch ends at a whole request
-                batch, objects = await asyncio.to_thread(run.fit, batch, objects)
-                # the next range is read and mapped while this batch is delivered (tasks/stages.py)
-                ahead = asyncio.create_task(stages.read_ahead(key, batch))
-                try:
-                    await stages.deliver(key, batch, objects)
-                    await stages.commit(key, batch)
-                finally:
-                    await asyncio.wait([ahead])
-                    if not ahead.cancelled() and ahead.exception() is not None:
-                        # it only reads: the batch is then read as usual, and fails there if it must
-                        logger.warning("account %s: reading ahead failed; reading the next batch as usual", account_id)
+            while await run.step() is not None:
                 bar.set(100.0 * run.progress_done / max(run.progress_total, 1))
-                batch = await stages.next_batch(key)
     except AccountBusy as exc:
         logger.warning("%s", exc)
         return run.summary.as_dict()
     except Exception as exc:
-        raise AccountFailed(run.summary) from exc
+        raise RunFailed(run.summary) from exc
     finally:
-        if key:
-            stages.unregister(key)
         if bar is not None:
             # a failed run leaves its bar where it stopped
             await bar.close(
@@ -175,7 +129,7 @@ async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list
         if state.is_completed():
             return AccountSummary(**(await state.result()))
         exc = await state.result(raise_on_failure=False)
-        if isinstance(exc, AccountFailed):
+        if isinstance(exc, RunFailed):
             return exc.summary
         return AccountSummary(account.account_id, entity, status="failed", error=str(exc)[:300])
 

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.errors import ConfigurationError
 from masivo_braze_sync.settings import Settings
 
 TOGGLES = (
@@ -20,6 +21,9 @@ TOGGLES = (
     "sync_purchases",
     "sync_audiences",
 )
+
+#: how an account's orders reach Braze (`braze_integrations.orders_as`; null = the first)
+ORDERS_AS = ("purchases", "ecommerce", "both")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class AccountConfig:
     track_rate_limit: int | None = None
     track_rate_window_seconds: float | None = None
     delete_rate_limit: int | None = None
+    #: `braze_integrations.orders_as` as stored (None = purchases); checked by `orders_mode()`
+    orders_as: str | None = None
     api_key: str | None = field(default=None, repr=False)
 
     def is_on(self, toggle: str) -> bool:
@@ -50,6 +56,16 @@ class AccountConfig:
         if not self.rest_endpoint or not self.rest_endpoint.strip():
             missing.append("rest_endpoint")
         return missing
+
+    def orders_mode(self) -> str:
+        """How orders are sent: one of ORDERS_AS, or ConfigurationError naming the account."""
+        value = "purchases" if self.orders_as is None else self.orders_as
+        if value not in ORDERS_AS:
+            shown = self.orders_as[:40]  # a setting, not customer data; cut so a stray blob stays one line
+            raise ConfigurationError(
+                f"account {self.account_id}: orders_as {shown!r} is not one of {', '.join(ORDERS_AS)}"
+            )
+        return value
 
     @property
     def workspace(self) -> str:
@@ -84,7 +100,8 @@ class AccountConfig:
 ACCOUNTS_SQL = f"""
 SELECT a.id AS account_id, a.name, a.currency, i.api_key, i.rest_endpoint, i.enabled,
        {", ".join(f"i.{t}" for t in TOGGLES)},
-       i.combined_object_limit, i.track_rate_limit, i.track_rate_window_seconds, i.delete_rate_limit
+       i.combined_object_limit, i.track_rate_limit, i.track_rate_window_seconds, i.delete_rate_limit,
+       i.orders_as
 FROM public.accounts a JOIN public.braze_integrations i ON i.account_id = a.id
 WHERE %(ids)s::text[] IS NULL OR a.id = ANY(%(ids)s::text[])
 ORDER BY a.id
@@ -107,6 +124,7 @@ def load_accounts(conn: psycopg.Connection, account_ids: list[str] | None = None
             track_rate_limit=r["track_rate_limit"],
             track_rate_window_seconds=r["track_rate_window_seconds"],
             delete_rate_limit=r["delete_rate_limit"],
+            orders_as=r["orders_as"],
             api_key=r["api_key"],
         )
         for r in rows

@@ -38,3 +38,41 @@ def budget_shape(limit: int, window_seconds: float, *, block: int = 64) -> tuple
     slots = max(1, min(block, limit // 10 or 1))
     decay = max(0.01, (limit - 2 * slots) / (window_seconds * (1 + slots / limit)))
     return slots, decay
+
+
+class BlockBudget:
+    """A `SharedBudget` that takes from another one a block at a time and hands the slots out.
+
+    A live micro-batch is often a single request; taking its one slot from the shared budget
+    would cost a coordinator round trip per micro-batch. This takes `inner.slots` at once and
+    spends them over the next `hold_seconds`. Slots still unused then are dropped, not kept: the
+    shared bucket assumed they were used when taken, and only one late block fits in its margin
+    (`budget_shape`). Dropped slots cannot be handed back (a decaying limit has no release); they
+    return to everyone as the bucket decays.
+    """
+
+    def __init__(self, inner: SharedBudget, *, hold_seconds: float, clock=None) -> None:
+        import time
+
+        self.inner = inner
+        self.slots = inner.slots
+        self.hold_seconds = hold_seconds
+        self._clock = clock or time.monotonic
+        self._credit = 0
+        self._taken_at = 0.0
+        #: blocks taken from the shared budget (each one coordinator round trip or more)
+        self.blocks = 0
+
+    async def take(self, n: int) -> None:
+        """Wait until `n` requests may start, drawing a new block only when the last is spent or stale."""
+        if self._clock() - self._taken_at > self.hold_seconds:
+            self._credit = 0
+        if n <= self._credit:
+            self._credit -= n
+            return
+        need = n - self._credit
+        block = max(need, self.slots)
+        await self.inner.take(block)
+        self.blocks += 1
+        self._taken_at = self._clock()
+        self._credit = block - need

@@ -38,27 +38,66 @@ class LogRange:
     rows: int
 
 
+#: the channel the change log's trigger notifies (migration 0005; docs/live.md#wake-ups)
+NOTIFY_CHANNEL = "masivo_braze_sync"
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read of the log: the range found (None = nothing readable) and the horizon it used.
+
+    Everything of the consumer after the cursor and below `horizon` is in `range` unless the read
+    was `full` (it stopped at the row limit): a read that is not full has caught up to `horizon`.
+    """
+
+    range: LogRange | None
+    horizon: int
+    full: bool
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether nothing of the consumer below `horizon` is left after this read's range."""
+        return not self.full
+
+
+# `least` ignores a NULL bound: a consumer with no bound reads up to the horizon
 NEXT_RANGE_SQL = """
 WITH taken AS (
     SELECT txid, id
     FROM braze_sync.change_log
     WHERE entity = ANY(%(entities)s) AND account_id = %(account_id)s
       AND (txid, id) > (%(txid)s::text::xid8, %(log_id)s)
-      AND txid < pg_snapshot_xmin(pg_current_snapshot())
+      AND txid < (SELECT least(pg_snapshot_xmin(pg_current_snapshot()),
+                               (SELECT horizon FROM braze_sync.caught_up
+                                WHERE consumer = %(bound)s AND account_id = %(account_id)s)))
     ORDER BY txid, id
     LIMIT %(limit)s
 )
 SELECT count(*), max(txid::text::numeric)::text,
-       (SELECT id FROM taken ORDER BY txid DESC, id DESC LIMIT 1)
+       (SELECT id FROM taken ORDER BY txid DESC, id DESC LIMIT 1),
+       least(pg_snapshot_xmin(pg_current_snapshot()),
+             (SELECT horizon FROM braze_sync.caught_up WHERE consumer = %(bound)s AND account_id = %(account_id)s)
+       )::text
 FROM taken
 """
 
 
-def next_range(
-    conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: str, after: Position, limit: int
-) -> LogRange | None:
-    """The next at most `limit` committed changes after `after`, or None when there are none yet."""
-    count, txid, log_id = conn.execute(
+def read_next(
+    conn: psycopg.Connection,
+    *,
+    entities: tuple[str, ...],
+    account_id: str,
+    after: Position,
+    limit: int,
+    bound_by: str | None = None,
+) -> Read:
+    """The next at most `limit` committed changes after `after`, with the horizon the read used.
+
+    `bound_by` names another consumer of the account: the read then also stays below the horizon
+    that consumer last caught up to (`record_caught_up`), when it has one (docs/live.md#profile-before-event).
+    The snapshot, the bound and the rows come from one statement, so they agree.
+    """
+    count, txid, log_id, horizon = conn.execute(
         NEXT_RANGE_SQL,
         {
             "entities": list(entities),
@@ -66,11 +105,35 @@ def next_range(
             "txid": str(after.txid),
             "log_id": after.log_id,
             "limit": limit,
+            "bound": bound_by,
         },
     ).fetchone()
-    if not count:
-        return None
-    return LogRange(after=after, upto=Position(int(txid), int(log_id)), rows=int(count))
+    rng = LogRange(after=after, upto=Position(int(txid), int(log_id)), rows=int(count)) if count else None
+    return Read(range=rng, horizon=int(horizon), full=count >= limit)
+
+
+def next_range(
+    conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: str, after: Position, limit: int
+) -> LogRange | None:
+    """The next at most `limit` committed changes after `after`, or None when there are none yet."""
+    return read_next(conn, entities=entities, account_id=account_id, after=after, limit=limit).range
+
+
+def record_caught_up(conn: psycopg.Connection, *, consumer: str, account_id: str, horizon: int) -> None:
+    """Note that `consumer` has nothing left below `horizon` for the account (never moves back).
+
+    Call it in the transaction that commits the batch of a read that was not full, or on its own
+    after a read that found nothing: either way everything below `horizon` is then delivered.
+    """
+    conn.execute(
+        """
+        INSERT INTO braze_sync.caught_up (consumer, account_id, horizon, updated_at)
+        VALUES (%s, %s, %s::text::xid8, now())
+        ON CONFLICT (consumer, account_id)
+        DO UPDATE SET horizon = greatest(braze_sync.caught_up.horizon, EXCLUDED.horizon), updated_at = now()
+        """,
+        (consumer, account_id, str(horizon)),
+    )
 
 
 def position_at(
@@ -163,3 +226,54 @@ def prune(conn: psycopg.Connection, *, account_id: str, readers: dict[str, tuple
             PRUNE_SQL, {"entity": entity, "account_id": account_id, "txid": str(lowest.txid), "log_id": lowest.log_id}
         ).rowcount
     return deleted
+
+
+SKIP_SQL = """
+WITH skipped AS (
+    SELECT txid, id FROM braze_sync.change_log
+    WHERE entity = ANY(%(entities)s) AND account_id = %(account_id)s
+      AND (txid, id) > (%(txid)s::text::xid8, %(log_id)s)
+      AND txid < pg_snapshot_xmin(pg_current_snapshot())
+)
+SELECT count(*),
+       (SELECT txid::text FROM skipped ORDER BY txid DESC, id DESC LIMIT 1),
+       (SELECT id FROM skipped ORDER BY txid DESC, id DESC LIMIT 1)
+FROM skipped
+"""
+
+
+def skip_switched_off(
+    conn: psycopg.Connection, *, account_id: str, readers: dict[str, tuple[str, ...]]
+) -> dict[str, int]:
+    """Move the cursors of consumers switched off for the account past their committed changes.
+
+    The rule (docs/change-capture.md#switched-off-entities): a switched-off entity sends nothing,
+    and what changed while it was off is dropped, not kept for later, so switching it on again never
+    sends months-old changes (`sync --full` re-sends the current state on purpose). Each drop is
+    recorded as a run summary with status `off`, its count in `skipped` (`masivo-braze status`).
+    A consumer with an open batch (a run interrupted before it was switched off) keeps its place:
+    the ledger resumes that batch when it is switched on again. `readers` maps each switched-off
+    consumer to the log entities it reads; returns how many changes each one dropped.
+    """
+    dropped: dict[str, int] = {}
+    for consumer, entities in readers.items():
+        if conn.execute(
+            "SELECT 1 FROM braze_sync.batches WHERE consumer = %s AND account_id = %s AND status = 'open'",
+            (consumer, account_id),
+        ).fetchone():
+            continue
+        after = read_cursor(conn, consumer=consumer, account_id=account_id)
+        count, txid, log_id = conn.execute(
+            SKIP_SQL,
+            {"entities": list(entities), "account_id": account_id, "txid": str(after.txid), "log_id": after.log_id},
+        ).fetchone()
+        if not count:
+            continue
+        write_cursor(conn, consumer=consumer, account_id=account_id, position=Position(int(txid), int(log_id)))
+        conn.execute(
+            "INSERT INTO braze_sync.run_summaries (consumer, account_id, status, skipped, finished_at) "
+            "VALUES (%s, %s, 'off', %s, now())",
+            (consumer, account_id, count),
+        )
+        dropped[consumer] = int(count)
+    return dropped

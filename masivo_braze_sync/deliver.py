@@ -25,7 +25,7 @@ FLUSH_SECONDS = 0.2
 
 @dataclass
 class DeliveryStats:
-    """Counts of one batch's delivery."""
+    """Counts of one batch's delivery: the summary's delivery counters (`summary.DELIVERY_COUNTERS`)."""
 
     requests: int = 0
     objects_sent: int = 0
@@ -33,23 +33,7 @@ class DeliveryStats:
     retries: int = 0
     rate_limited: int = 0
     possibly_duplicated: int = 0  # requests whose earlier attempt may have landed
-    reject_reasons: dict[str, int] = field(default_factory=dict)
     rejected_keys: set[str] = field(default_factory=set)  # objects Braze refused
-
-    def add(self, other: DeliveryStats) -> None:
-        """Accumulate another batch's counts."""
-        for name in (
-            "requests",
-            "objects_sent",
-            "rejected",
-            "retries",
-            "rate_limited",
-            "possibly_duplicated",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for reason, n in other.reject_reasons.items():
-            self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
-        self.rejected_keys |= other.rejected_keys
 
 
 def _error_reason(error: dict) -> str:
@@ -127,7 +111,6 @@ async def deliver(
                         reason = f"Braze answered {exc.status_code} for the request carrying this object"
                         rejects.append((key, reason))
                         stats.rejected_keys.add(key)
-                        stats.reject_reasons[reason] = stats.reject_reasons.get(reason, 0) + 1
             stats.rejected += plan.object_count - len(errors)
         refused_keys = set()
         for error in errors:
@@ -137,7 +120,6 @@ async def deliver(
                 stats.rejected_keys.add(key)
                 reason = _error_reason(error)
                 rejects.append((key, reason))
-                stats.reject_reasons[reason] = stats.reject_reasons.get(reason, 0) + 1
         stats.requests += 1
         stats.rejected += len(refused_keys)
         if result is not None:

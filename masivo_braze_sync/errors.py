@@ -5,7 +5,8 @@
     │   ├── EndpointNotAllowed    REST endpoint is not a Braze instance (or not allowed locally)
     │   └── AuthenticationError   Braze answered 401/403: the key is wrong, revoked or lacks a permission
     ├── RetryableError            transient: 429, 5xx, timeouts, connection errors; try again later
-    │   └── RateLimited           429 with the wait Braze asked for
+    │   ├── RateLimited           429 with the wait Braze asked for
+    │   └── DatabaseUnavailable   Postgres down, restarting or unreachable; the configuration may be right
     ├── PermanentError            the request itself is wrong (other 4xx); do not resend it as is
     └── RecordRejected            one record cannot be sent; it is recorded, the rest goes on
 
@@ -60,6 +61,11 @@ class RetryableError(SyncError):
 
 class RateLimited(RetryableError):
     """Braze answered 429."""
+
+
+class DatabaseUnavailable(RetryableError):
+    """Postgres did not accept connections for a while (down, restarting, fail-over, network): the
+    run stops and the next one resumes; nothing in the configuration needs fixing unless it persists."""
 
 
 class PermanentError(SyncError):

@@ -16,6 +16,8 @@ import polars as pl
 
 from masivo_braze_sync.capture import LogRange
 
+#: one ADBC connection per worker thread and URL, kept for the thread's life (the process's):
+#: ADBC connections are not thread-safe, and asyncio's worker threads are reused by every batch
 _local = threading.local()
 #: for this reader's sessions only (one per thread): holds a batch's sort in memory
 WORK_MEM = "64MB"

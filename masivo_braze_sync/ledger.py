@@ -18,7 +18,15 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 import psycopg
 
-from masivo_braze_sync.capture import LogRange, Position, next_range, position_at, read_cursor, write_cursor
+from masivo_braze_sync.capture import (
+    LogRange,
+    Position,
+    position_at,
+    read_cursor,
+    read_next,
+    record_caught_up,
+    write_cursor,
+)
 from masivo_braze_sync.db.engine import Database
 
 
@@ -31,6 +39,9 @@ class BatchRef:
     account_id: str
     range: LogRange
     resumed: bool = False
+    #: the horizon the consumer has caught up to once this batch commits (its read was not full
+    #: and the consumer's catch-up is tracked); None otherwise
+    caught_up_to: int | None = None
 
 
 @dataclass
@@ -55,10 +66,22 @@ class Outcome:
 class Ledger:
     """Ledger operations for one consumer and account. Each call uses its own short transaction."""
 
-    def __init__(self, db: Database, consumer: str, account_id: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        consumer: str,
+        account_id: str,
+        *,
+        bound_by: str | None = None,
+        tracks_catch_up: bool = False,
+    ) -> None:
         self.db = db
         self.consumer = consumer
         self.account_id = account_id
+        #: another consumer whose caught-up horizon this one never reads past (docs/live.md#profile-before-event)
+        self.bound_by = bound_by
+        #: whether to record the horizon this consumer has caught up to (others are bound by it)
+        self.tracks_catch_up = tracks_catch_up
 
     def next_batch(self, entities: tuple[str, ...], batch_rows: int) -> BatchRef | None:
         """The open batch of an interrupted run, else a new one after the cursor, else None."""
@@ -75,8 +98,18 @@ class Ledger:
                 rng = LogRange(Position(int(row[1]), row[2]), Position(int(row[3]), row[4]), row[5])
                 return BatchRef(row[0], self.consumer, self.account_id, rng, resumed=True)
             after = read_cursor(conn, consumer=self.consumer, account_id=self.account_id)
-            rng = next_range(conn, entities=entities, account_id=self.account_id, after=after, limit=batch_rows)
+            read = read_next(
+                conn,
+                entities=entities,
+                account_id=self.account_id,
+                after=after,
+                limit=batch_rows,
+                bound_by=self.bound_by,
+            )
+            rng = read.range
             if rng is None:
+                if self.tracks_catch_up:  # nothing below the horizon: caught up to it right now
+                    record_caught_up(conn, consumer=self.consumer, account_id=self.account_id, horizon=read.horizon)
                 return None
             batch_id = conn.execute(
                 """
@@ -93,7 +126,8 @@ class Ledger:
                     rng.rows,
                 ),
             ).fetchone()[0]
-            return BatchRef(batch_id, self.consumer, self.account_id, rng)
+            caught_up_to = read.horizon if self.tracks_catch_up and read.caught_up else None
+            return BatchRef(batch_id, self.consumer, self.account_id, rng, caught_up_to=caught_up_to)
 
     def shrink(self, batch: BatchRef, entities: tuple[str, ...], rows: int) -> BatchRef:
         """End a new batch after its first `rows` log rows (before any request is recorded).
@@ -110,7 +144,8 @@ class Ledger:
                     "WHERE id = %s AND status = 'open'",
                     (str(upto.txid), upto.log_id, rows, batch.id),
                 )
-        return replace(batch, range=LogRange(batch.range.after, upto, rows))
+        # rows are left for the next batch: this one no longer reaches the horizon
+        return replace(batch, range=LogRange(batch.range.after, upto, rows), caught_up_to=None)
 
     def take_over(self, batch_id: int) -> ResumeState:
         """Read what an interrupted attempt delivered, and retire its unfinished ledger rows."""
@@ -199,6 +234,8 @@ class Ledger:
             if on_commit is not None:
                 on_commit(conn)
             write_cursor(conn, consumer=self.consumer, account_id=self.account_id, position=batch.range.upto)
+            if batch.caught_up_to is not None:
+                record_caught_up(conn, consumer=self.consumer, account_id=self.account_id, horizon=batch.caught_up_to)
             cur.execute(
                 "UPDATE braze_sync.batches SET status = 'committed', committed_at = now() WHERE id = %s",
                 (batch.id,),

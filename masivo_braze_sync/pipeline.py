@@ -1,10 +1,13 @@
-"""One account's sync of one entity, stage by stage, with no orchestration framework.
+"""One account's sync of one entity: the stage loop, owned here, with no orchestration framework.
 
     next_batch → extract → validate → transform → fit → deliver (batch + send + ledger) → commit
 
 `AccountRun` holds what lives for the whole run (the Braze client and its event loop, the lock,
-the counters); each stage is a method that Prefect tasks in `tasks/` call by run key, and
-`AccountRun.run()` chains them directly (benchmarks, dry runs, and the no-Prefect baseline).
+the counters). `step()` drives one batch through every stage, reading the next range ahead while
+the batch is delivered when the entity declares `read_ahead`; `run()` steps until caught up.
+Batch flows, the audience resync and live mode all drive `step()`: the caller decides how a stage
+is executed (`stage_runner`: inline by default, a Prefect task in `tasks/stages.py`) and the
+`source` where batches come from (the change log by default, `source.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -21,51 +26,70 @@ from masivo_braze_sync import progress
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.capture import Position, backlog, next_range, prune, read_cursor
+from masivo_braze_sync.capture import LogRange, backlog, prune, read_cursor, skip_switched_off
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
+from masivo_braze_sync.entities import ledger_bounds
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import ConfigurationError, SyncError
 from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
-from masivo_braze_sync.memory import limit_malloc_arenas
 from masivo_braze_sync.settings import Settings, get_settings
+from masivo_braze_sync.source import BatchSource, ChangeLog
+from masivo_braze_sync.summary import AccountSummary, record_summary
 
 log = logging.getLogger(__name__)
 
-# every entry point (CLI, flows, demo, benchmarks) runs accounts through here: cap malloc's
-# per-thread arenas before the worker threads allocate (memory.py says why)
-limit_malloc_arenas()
+T = TypeVar("T")
+#: runs one stage: `await runner(stage_name, call)` must await `call()` and return its result
+StageRunner = Callable[[str, Callable[[], Awaitable[T]]], Awaitable[T]]
+#: the stage names a runner sees, in loop order
+STAGES = ("next-batch", "extract", "validate", "transform", "deliver", "commit", "read-ahead")
+
+
+async def run_inline(name: str, call: Callable[[], Awaitable[T]]) -> T:
+    """The default stage runner: just run the stage."""
+    return await call()
+
+
+#: one read-ahead thread for the whole process: read-aheads are long and CPU-bound, and more than
+#: one at a time would take the GIL from the event loop that sends every account's requests
+_READ_AHEAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+
+
+class RunFailed(SyncError):
+    """An account's run (a sync or a resync) failed; carries its summary (counts only)."""
+
+    def __init__(self, summary: AccountSummary) -> None:
+        super().__init__(f"account {summary.account_id}: {summary.error}")
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one `step()` did: the batch and its counts (ids and counts only)."""
+
+    batch_id: int | None
+    range: LogRange
+    rows_read: int
+    objects_sent: int
+    requests: int
+    seconds: float
+
+
+@dataclass
+class _Ahead:
+    """The next range of the log, read and mapped before it is taken as a batch."""
+
+    range: LogRange
+    rows: int
+    validated: Prepared
+    transformed: Prepared
+    #: the keys read in change order (`fit`), when the entity ends batches at whole requests
+    order: pl.DataFrame | None
 
 
 class AccountBusy(SyncError):
     """Another run is syncing this entity for this account right now."""
-
-
-@dataclass
-class AccountSummary:
-    """What one account's run did. Counts only: safe for Prefect artifacts and logs."""
-
-    account_id: str
-    entity: str
-    status: str = "ok"  # ok | failed | busy
-    rows_read: int = 0
-    objects_sent: int = 0
-    requests: int = 0
-    rejected: int = 0
-    skipped: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    possibly_duplicated: int = 0
-    batches: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    skip_reasons: dict[str, int] = field(default_factory=dict)
-    #: entity-specific counts (customers: attributes sent vs a full re-send)
-    metrics: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        """Plain dict (JSON-able)."""
-        return asdict(self)
 
 
 class AccountRun:
@@ -82,6 +106,8 @@ class AccountRun:
         transport=None,
         printer: Callable[[bytes], None] | None = None,
         budget_factory: Callable[[str, str, int, float], SharedBudget] | None = None,
+        stage_runner: StageRunner | None = None,
+        source: BatchSource | None = None,
     ) -> None:
         self.db = db
         self.entity = entity
@@ -93,20 +119,26 @@ class AccountRun:
         #: builds the cross-process budget of a (workspace, bucket, limit, window); None = this process only
         self.budget_factory = budget_factory
         self.budgets: dict[str, SharedBudget] = {}
+        #: how each stage is executed (inline, or as an orchestrator's task)
+        self.stage_runner: StageRunner = stage_runner or run_inline
+        #: where batches come from (the change log unless told otherwise)
+        self.source: BatchSource = source or ChangeLog()
         #: called with the number of requests answered, as they are
         self.on_progress: Callable[[int], None] | None = None
         #: change-log rows waiting when the run started, and consumed since (progress)
         self.progress_total = 0
         self.progress_done = 0
-        self.ctx = AccountContext(account.account_id, account.currency, dict(account.toggles))
-        self.ledger = Ledger(db, entity.name, account.account_id)
+        self.ctx = AccountContext(
+            account.account_id, account.currency, dict(account.toggles), orders_as=account.orders_as or "purchases"
+        )
+        self.ledger = Ledger(db, entity.name, account.account_id, **ledger_bounds(entity, account))
         self.summary = AccountSummary(account.account_id, entity.name)
         self.client = None
         #: the orchestrator's run id, stored with the summary (set by the Prefect flow)
         self.flow_run_id: str | None = None
         self._lock_conn = None
         self._started = 0.0
-        self._dry_position: Position | None = None
+        self._ahead: _Ahead | None = None
         self._rejects: list[pl.DataFrame] = []
         self._states: list[pl.DataFrame] = []
         self._skips: list[pl.DataFrame] = []
@@ -118,7 +150,13 @@ class AccountRun:
 
     async def __aenter__(self) -> AccountRun:
         self._started = time.perf_counter()
-        if not self.dry_run:
+        if self.dry_run:
+            try:
+                self.entity.check(self.account)
+            except ConfigurationError as exc:
+                self.summary.status, self.summary.error = "failed", str(exc)
+                raise
+        else:
             # database calls go to a worker thread: the event loop is shared with other accounts
             self._lock_conn = await asyncio.to_thread(connect, self.db.url, autocommit=True)
             if not await asyncio.to_thread(try_lock, self._lock_conn, self.entity.name, self.account.account_id):
@@ -129,6 +167,7 @@ class AccountRun:
                     f"account {self.account.account_id}: another {self.entity.name} sync is running; skipped"
                 )
             try:
+                self.entity.check(self.account)  # a wrong setting fails this account's run, named in it
                 self.client = await self._open_client()
                 await asyncio.to_thread(self._measure_backlog)
             except BaseException as exc:
@@ -146,7 +185,7 @@ class AccountRun:
             if self.client is not None:
                 await self.client.aclose()
             if not self.dry_run:
-                await asyncio.to_thread(self._record_summary)
+                await asyncio.to_thread(self.record_summary)
                 if exc is None and self.summary.batches:
                     await asyncio.to_thread(self._prune)
         finally:
@@ -221,24 +260,12 @@ class AccountRun:
     # -- stages --------------------------------------------------------------------------------
 
     def next_batch(self) -> BatchRef | None:
-        """The next range of changes to sync (an interrupted batch first), or None when done."""
-        if not self.dry_run:
-            return self.ledger.next_batch(self.entity.captured, self.settings.batch_rows)
-        with self.db.connection() as conn:
-            if self._dry_position is None:
-                self._dry_position = read_cursor(conn, consumer=self.entity.name, account_id=self.account.account_id)
-            rng = next_range(
-                conn,
-                entities=self.entity.captured,
-                account_id=self.account.account_id,
-                after=self._dry_position,
-                limit=self.settings.batch_rows,
-            )
-        return None if rng is None else BatchRef(None, self.entity.name, self.account.account_id, rng)
+        """The next batch to sync (an interrupted one first), or None when caught up."""
+        return self.source.next_batch(self)
 
     def extract(self, batch: BatchRef) -> pl.DataFrame:
-        """The changed rows behind the batch's log range."""
-        frame = self.entity.extract(self.db.url, self.account.account_id, batch.range)
+        """The rows behind the batch."""
+        frame = self.source.extract(self, batch)
         self.summary.rows_read += frame.height
         self._order = self.entity.read_order(frame)
         return frame
@@ -293,7 +320,11 @@ class AccountRun:
         s = self.summary
         s.rows_read -= order.height - int(cut["i"][0])
         for frame in self._rejects:
-            s.rejected -= frame.filter(pl.col("key").is_in(later) & (pl.col("stage") != "field")).height
+            left = frame.filter(pl.col("key").is_in(later))
+            notes = left.filter(pl.col("stage") == "field").height
+            s.rejected -= left.height - notes
+            if notes:
+                s.metrics["field_notes"] -= notes
         for frame in self._skips:
             for reason, count in frame.filter(pl.col("key").is_in(later)).group_by("reason").len().iter_rows():
                 s.skipped -= count
@@ -323,7 +354,7 @@ class AccountRun:
             for plan in plans:
                 self.printer(plan.body)
             stats = DeliveryStats(requests=len(plans), objects_sent=sum(p.object_count for p in plans))
-            self._add(stats)
+            self.summary.add(stats)
             return stats
         dup = [bool(unknown) and not self.entity.idempotent and not unknown.isdisjoint(p.keys) for p in plans]
         ids = await asyncio.to_thread(self.ledger.add_requests, batch.id, plans, dup)
@@ -342,12 +373,14 @@ class AccountRun:
             )
         finally:
             # a delivery that gives up half-way still sent requests, some possibly twice: count them
-            self._add(stats)
+            self.summary.add(stats)
         self._refused |= stats.rejected_keys
         return stats
 
     def commit(self, batch: BatchRef) -> None:
         """Record the batch's rejected rows and delivered state; move the cursor past it."""
+        if not self.source.complete(batch):
+            return  # more of the batch is still to be read (the resync's pages)
         rejected = pl.concat(self._rejects) if self._rejects else pl.DataFrame(schema=REJECT_SCHEMA)
         state = pl.concat(self._states) if self._states else None
         if state is not None and self._refused:
@@ -355,32 +388,124 @@ class AccountRun:
         self._rejects, self._states, self._refused, self._skips = [], [], set(), []
         self.summary.batches += 1
         self._advance(batch.range.rows)
-        if self.dry_run:
-            self._dry_position = batch.range.upto
-            return
         on_commit = None
         if state is not None and state.height:
 
             def on_commit(conn, state=state) -> None:
                 self.entity.commit_state(conn, self.ctx, state)
 
-        self.ledger.commit(batch, rejected, on_commit)
+        self.source.commit(self, batch, rejected, on_commit)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def step(self) -> BatchResult | None:
+        """Take the next batch and drive it through every stage; None when nothing is readable.
+
+        While the batch is delivered, the range after it is read and mapped (entities that declare
+        `read_ahead`), so the workspace does not sit idle between batches. May be called again
+        after it returned None: new changes are then taken as they become readable.
+        """
+        started = time.perf_counter()
+        s = self.summary
+        rows, sent, requests = s.rows_read, s.objects_sent, s.requests
+        batch = await self._stage("next-batch", self.next_batch)
+        if batch is None:
+            return None
+        objects = self._take_ahead(batch)
+        if objects is None:
+            frame = await self._stage("extract", self.extract, batch)
+            valid = await self._stage("validate", self.validate, frame)
+            objects = await self._stage("transform", self.transform, valid)
+        # a few milliseconds of bookkeeping, not a stage: the batch ends at a whole request
+        batch, objects = await asyncio.to_thread(self.fit, batch, objects)
+        ahead = self._read_ahead_task(batch)
+        try:
+            await self._stage("deliver", self.deliver, batch, objects)
+            await self._stage("commit", self.commit, batch)
+        finally:
+            if ahead is not None:
+                await asyncio.wait([ahead])
+                if not ahead.cancelled() and ahead.exception() is not None:
+                    # it only reads: the next batch is then read as usual, and fails there if it must
+                    log.warning(
+                        "account %s: reading ahead failed; reading the next batch as usual", self.account.account_id
+                    )
+        return BatchResult(
+            batch.id,
+            batch.range,
+            s.rows_read - rows,
+            s.objects_sent - sent,
+            s.requests - requests,
+            round(time.perf_counter() - started, 3),
+        )
 
     async def run(self) -> AccountSummary:
-        """Every stage for every batch until the backlog is empty (no orchestration)."""
-        while (batch := self.next_batch()) is not None:
-            objects = self.transform(self.validate(self.extract(batch)))
-            batch, objects = self.fit(batch, objects)
-            await self.deliver(batch, objects)
-            self.commit(batch)
+        """Step until nothing is left to read."""
+        while await self.step() is not None:
+            pass
         return self.summary
+
+    async def _stage(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a stage through the stage runner; blocking stages go to a worker thread, so one
+        account's database work or mapping never stalls another account's requests on this loop."""
+        if asyncio.iscoroutinefunction(fn):
+            return await self.stage_runner(name, lambda: fn(*args))
+        return await self.stage_runner(name, lambda: asyncio.to_thread(fn, *args))
+
+    def _read_ahead_task(self, batch: BatchRef) -> asyncio.Task | None:
+        if self.dry_run or not self.entity.read_ahead:
+            return None
+        loop = asyncio.get_running_loop()
+        return asyncio.create_task(
+            self.stage_runner("read-ahead", lambda: loop.run_in_executor(_READ_AHEAD, self._read_ahead, batch))
+        )
+
+    def _read_ahead(self, batch: BatchRef) -> int:
+        """Extract, validate and transform the range after `batch`; returns its rows (0: none).
+
+        Reading ahead takes no batch, writes nothing and counts nothing: `_take_ahead` uses the
+        result only if the next batch is exactly that range. Only for entities whose rows do not
+        depend on what the sync itself commits (`Entity.read_ahead`).
+        """
+        self._ahead = None
+        rng = self.source.peek(self, batch)
+        if rng is None:
+            return 0
+        frame = self.entity.extract(self.db.url, self.account.account_id, rng)
+        validated = self.entity.validate(frame, self.ctx)
+        transformed = self.entity.transform(validated.frame, self.ctx)
+        # only the objects wait for the batch: the rows they came from are let go now
+        self._ahead = _Ahead(
+            rng,
+            frame.height,
+            replace(validated, frame=validated.frame.clear()),
+            transformed,
+            self.entity.read_order(frame),
+        )
+        return frame.height
+
+    def _take_ahead(self, batch: BatchRef) -> pl.DataFrame | None:
+        """The objects read ahead for `batch`, with the effects of extract, validate and transform
+        (rows read, rejects, skips, state); None when `batch` is not the range read ahead (the
+        cursor moved elsewhere, or later rows joined a short range)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or batch.resumed or batch.range != ahead.range:
+            return None
+        self.summary.rows_read += ahead.rows
+        self._order = ahead.order
+        self._note(ahead.validated)
+        self._note(ahead.transformed)
+        return ahead.transformed.frame
 
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _note(self, out: Prepared) -> None:
         if out.rejected.height:
             self._rejects.append(out.rejected)
-            self.summary.rejected += out.rejected.filter(pl.col("stage") != "field").height
+            notes = out.rejected.filter(pl.col("stage") == "field").height
+            self.summary.rejected += out.rejected.height - notes
+            if notes:  # sent, with a field dropped or cut: recorded, and counted apart
+                self.summary.metrics["field_notes"] = self.summary.metrics.get("field_notes", 0) + notes
         if out.state is not None:
             self._states.append(out.state)
         if out.skipped_keys is not None and out.skipped_keys.height:
@@ -391,20 +516,13 @@ class AccountRun:
         for name, n in out.metrics.items():
             self.summary.metrics[name] = self.summary.metrics.get(name, 0) + n
 
-    def _add(self, stats: DeliveryStats) -> None:
-        s = self.summary
-        s.requests += stats.requests
-        s.objects_sent += stats.objects_sent
-        s.rejected += stats.rejected
-        s.retries += stats.retries
-        s.rate_limited += stats.rate_limited
-        s.possibly_duplicated += stats.possibly_duplicated
-
     def _prune(self) -> None:
         from masivo_braze_sync.entities import ENTITIES  # every consumer's reads decide what may go
 
         try:
             with self.db.connection() as conn:
+                off = {n: spec.captured for n, spec in ENTITIES.items() if not spec.is_enabled(self.account)}
+                skip_switched_off(conn, account_id=self.account.account_id, readers=off)
                 prune(
                     conn,
                     account_id=self.account.account_id,
@@ -413,38 +531,19 @@ class AccountRun:
         except Exception:
             log.warning("account %s: could not prune the change log", self.account.account_id, exc_info=True)
 
-    def _record_summary(self) -> None:
-        s = self.summary
+    def record_summary(self) -> None:
+        """Write the summary so far to `braze_sync.run_summaries` (a failure is logged, not raised)."""
         try:
             with self.db.connection() as conn:
-                conn.execute(
-                    """
-                    INSERT INTO braze_sync.run_summaries (flow_run_id, consumer, account_id, status, rows_read,
-                      objects_sent, requests, rejected, skipped, retries, rate_limited, possibly_duplicated,
-                      seconds, error, started_at, finished_at)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                            now() - make_interval(secs => %s), now())
-                    """,
-                    (
-                        self.flow_run_id,
-                        s.entity,
-                        s.account_id,
-                        s.status,
-                        s.rows_read,
-                        s.objects_sent,
-                        s.requests,
-                        s.rejected,
-                        s.skipped,
-                        s.retries,
-                        s.rate_limited,
-                        s.possibly_duplicated,
-                        s.seconds,
-                        s.error,
-                        s.seconds,
-                    ),
-                )
+                record_summary(conn, self.summary, self.flow_run_id)
         except Exception:
-            log.warning("account %s: could not record the run summary", s.account_id, exc_info=True)
+            log.warning("account %s: could not record the run summary", self.account.account_id, exc_info=True)
+
+    def reset_summary(self) -> AccountSummary:
+        """Start a fresh summary (a long-lived run's next period); returns the finished one."""
+        done = self.summary
+        self.summary = AccountSummary(self.account.account_id, self.entity.name)
+        return done
 
 
 def describe_error(exc: BaseException) -> str:

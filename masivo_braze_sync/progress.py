@@ -12,6 +12,8 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, str, int, int], None]
+#: process-wide on purpose: a display (the CLI's bar) and the runs Prefect starts in the same
+#: process have no other handle on each other
 _sinks: list[Sink] = []
 
 

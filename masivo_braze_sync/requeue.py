@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masivo_braze_sync.db.engine import Database
+from masivo_braze_sync.entities.audiences import AUDIENCES
 from masivo_braze_sync.entities.base import Entity
+from masivo_braze_sync.resync import RESYNC_CONSUMER
+
+#: consumers that are not a sync of their own, and the entity whose sync sends their rejected rows
+#: again: a resync's object is keyed by customer id, which the audiences sync expands to the
+#: customer's current memberships (the resynced audience among them)
+RETRIED_BY = {RESYNC_CONSUMER: AUDIENCES.name}
 
 
 def full_resync(db: Database, entity: Entity, account_id: str, *, resend: bool = False) -> int:
@@ -53,34 +60,34 @@ def list_rejected(
 def retry_rejected(
     db: Database, entities: dict[str, Entity], *, account_ids: list[str] | None = None, entity: str | None = None
 ) -> dict[tuple[str, str], int]:
-    """Queue the rows behind rejected keys again and mark them retried; counts per (account, entity).
+    """Queue the rows behind rejected keys again and mark them retried; counts per (account, entity
+    whose sync sends them).
 
     Run it after fixing the data (or the rule): the next sync reads those rows like any change. A
     row still invalid is rejected again, with its reason, as a new rejected row.
     """
+    # only consumers whose rows can be queued are marked retried: the others stay listed
+    senders = {c: entities[c] for c in entities} | {c: entities[e] for c, e in RETRIED_BY.items() if e in entities}
     done: dict[tuple[str, str], int] = {}
     with db.connection() as conn:
         rows = conn.execute(
             """
             UPDATE braze_sync.rejected_rows SET retried_at = now()
             WHERE retried_at IS NULL AND (%(a)s::text[] IS NULL OR account_id = ANY(%(a)s))
-              AND (%(e)s::text IS NULL OR consumer = %(e)s)
+              AND (%(e)s::text IS NULL OR consumer = %(e)s) AND consumer = ANY(%(c)s)
             RETURNING account_id, consumer, entity_key
             """,
-            {"a": account_ids or None, "e": entity},
+            {"a": account_ids or None, "e": entity, "c": list(senders)},
         ).fetchall()
         grouped: dict[tuple[str, str], set[str]] = {}
         for account_id, consumer, key in rows:
-            grouped.setdefault((account_id, consumer), set()).add(key)
-        for (account_id, consumer), keys in sorted(grouped.items()):
-            spec = entities.get(consumer)
-            if spec is None:
-                continue
-            entries = sorted(set(spec.requeue_entries(sorted(keys))))
+            grouped.setdefault((account_id, senders[consumer].name), set()).add(key)
+        for (account_id, name), keys in sorted(grouped.items()):
+            entries = sorted(set(entities[name].requeue_entries(sorted(keys))))
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO braze_sync.change_log (account_id, entity, entity_key, op) VALUES (%s, %s, %s, 'R')",
                     [(account_id, e, k) for e, k in entries],
                 )
-            done[(account_id, consumer)] = len(keys)
+            done[(account_id, name)] = len(keys)
     return done

@@ -3,8 +3,9 @@
 For when Braze was edited by hand or a workspace was restored. Not cursor-driven: the members are
 read from `audience_members` in keyset pages of `chunk_rows` (by customer id, 20,000 by default),
 so memory stays flat whatever the audience's size. Each page goes through the same stages as a
-sync run (`AccountRun`: validate → transform → deliver, i.e. `batch.pack`, `deliver.deliver`, the
-ledger, and the workspace's shared Braze client and pacer). All pages share one ledger batch of
+sync run: `AccountRun.step()` with the pages as its source (`MemberPages`), so validate → transform
+→ deliver (`batch.pack`, `deliver.deliver`, the ledger, the workspace's shared Braze client and
+pacer) are the sync's own stage loop. All pages share one ledger batch of
 consumer `audiences-resync`, committed at the end with the rejected rows; the `audiences` cursor is
 never touched. An interrupted resync leaves that batch open; the next resync of the account takes
 it over (attribute sets are idempotent: it simply sends everything again).
@@ -26,13 +27,20 @@ from masivo_braze_sync.accounts import AccountConfig, known_account_ids, load_ac
 from masivo_braze_sync.budget import SharedBudget
 from masivo_braze_sync.capture import LogRange, Position
 from masivo_braze_sync.db.engine import Database, connect
-from masivo_braze_sync.entities.audiences import AUDIENCES, attribute_key, attribute_objects, judge_customers
-from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared
+from masivo_braze_sync.entities.audiences import (
+    AUDIENCES,
+    attribute_key,
+    attribute_objects,
+    judge_customers,
+    key_problem,
+)
+from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared, update_only
 from masivo_braze_sync.errors import SyncError
 from masivo_braze_sync.extract import read_frame
 from masivo_braze_sync.ledger import BatchRef, try_lock
-from masivo_braze_sync.pipeline import AccountBusy, AccountRun, AccountSummary
+from masivo_braze_sync.pipeline import AccountBusy, AccountRun, RunFailed
 from masivo_braze_sync.settings import Settings
+from masivo_braze_sync.summary import AccountSummary
 
 RESYNC_CONSUMER = "audiences-resync"
 CHUNK_ROWS = 20_000
@@ -54,14 +62,6 @@ class ResyncRefused(SyncError):
     """The resync cannot run (unknown account or audience, ...): nothing was sent."""
 
 
-class ResyncFailed(SyncError):
-    """The resync started and failed; carries its summary (counts only)."""
-
-    def __init__(self, summary: AccountSummary) -> None:
-        super().__init__(f"account {summary.account_id}: {summary.error}")
-        self.summary = summary
-
-
 class AudienceResync(Entity):
     """The resync's stages: every row is a current member; its object sets the one attribute."""
 
@@ -80,7 +80,9 @@ class AudienceResync(Entity):
         ids = frame.get_column("customer_id").to_list()
         keys = frame.get_column("attribute").to_list()
         return Prepared(
-            frame=attribute_objects({c: {k: True} for c, k in zip(ids, keys, strict=True)}),
+            frame=attribute_objects(
+                {c: {k: True} for c, k in zip(ids, keys, strict=True)}, update_only=update_only(ctx)
+            ),
             metrics={"attributes_set": len(ids)},
         )
 
@@ -111,11 +113,57 @@ def _target(db: Database, account_id: str, audience_id: str) -> tuple[AccountCon
             f"account {account_id}: the Braze integration is disabled or the Audiences toggle is off; nothing sent"
         )
     key = attribute_key(name)
-    if key is None:
-        raise ResyncRefused(
-            f"audience {audience_id} of account {account_id}: the name is too long for a Braze attribute key"
-        )
+    if key is None:  # the reason names no data: a rule and the keys it protects
+        raise ResyncRefused(f"audience {audience_id} of account {account_id}: {key_problem(name)}; nothing sent")
     return account, key
+
+
+class MemberPages:
+    """The resync's batch source: one ledger batch, read as keyset pages of the audience's members.
+
+    The batch is committed once its last page (a short or empty one) has been delivered.
+    """
+
+    def __init__(self, audience_id: str, attribute: str, chunk_rows: int) -> None:
+        self.audience_id = audience_id
+        self.attribute = attribute
+        self.chunk_rows = int(chunk_rows)
+        self._batch: BatchRef | None = None
+        self._after: str | None = None
+        self._read_all = False
+        self._committed = False
+
+    def next_batch(self, run: AccountRun) -> BatchRef | None:
+        """The resync's batch while pages remain (an interrupted resync's open batch is taken over)."""
+        if self._committed:
+            return None
+        if self._batch is None:
+            self._batch = _open_batch(run)
+        return self._batch
+
+    def extract(self, run: AccountRun, batch: BatchRef) -> pl.DataFrame:
+        """The next page of current members (customer id order), with the attribute to set."""
+        where, params = "", (run.account.account_id, self.audience_id)
+        if self._after is not None:
+            where, params = "AND m.customer_id > $3", (*params, self._after)
+        frame = read_frame(run.db.url, _MEMBERS.format(after=where, limit=self.chunk_rows), params)
+        if frame.height:
+            self._after = frame.get_column("customer_id")[-1]
+        self._read_all = frame.height < self.chunk_rows
+        return frame.with_columns(pl.lit(self.attribute).alias("attribute"))
+
+    def peek(self, run: AccountRun, batch: BatchRef) -> LogRange | None:
+        """Pages are not read ahead."""
+        return None
+
+    def complete(self, batch: BatchRef) -> bool:
+        """The batch is whole once a short page was read."""
+        return self._read_all
+
+    def commit(self, run: AccountRun, batch: BatchRef, rejected: pl.DataFrame, on_commit) -> None:
+        """Close the resync's batch with every page's rejected rows."""
+        run.ledger.commit(batch, rejected, on_commit)
+        self._committed = True
 
 
 def _open_batch(run: AccountRun) -> BatchRef:
@@ -162,7 +210,15 @@ async def resync_audience(
     account, key = _target(db, account_id, audience_id)
     if resolve_account is not None:
         account = await resolve_account(account)
-    run = AccountRun(db, AUDIENCE_RESYNC, account, settings, transport=transport, budget_factory=budget_factory)
+    run = AccountRun(
+        db,
+        AUDIENCE_RESYNC,
+        account,
+        settings,
+        transport=transport,
+        budget_factory=budget_factory,
+        source=MemberPages(audience_id, key, chunk_rows),
+    )
     run.flow_run_id = flow_run_id
     sync_lock = None
     try:
@@ -171,26 +227,11 @@ async def resync_audience(
             if not try_lock(sync_lock, AUDIENCES.name, account_id):
                 run.summary.status = "busy"
                 raise AccountBusy(f"account {account_id}: an audiences sync is running; try the resync again")
-            batch = _open_batch(run)
-            after: str | None = None
-            while True:
-                where, params = ("", (account_id, audience_id))
-                if after is not None:
-                    where, params = "AND m.customer_id > $3", (account_id, audience_id, after)
-                frame = read_frame(db.url, _MEMBERS.format(after=where, limit=int(chunk_rows)), params)
-                if frame.is_empty():
-                    break
-                after = frame.get_column("customer_id")[-1]
-                run.summary.rows_read += frame.height
-                valid = run.validate(frame.with_columns(pl.lit(key).alias("attribute")))
-                await run.deliver(batch, run.transform(valid))
-                if frame.height < chunk_rows:
-                    break
-            run.commit(batch)
+            await run.run()
     except (AccountBusy, ResyncRefused):
         raise
     except Exception as exc:
-        raise ResyncFailed(run.summary) from exc
+        raise RunFailed(run.summary) from exc
     finally:
         if sync_lock is not None:
             try:  # unlock first: a closed session's locks go only when its backend exits

@@ -53,6 +53,23 @@ class Settings(BaseSettings):
         default=None, ge=2, description="/users/delete requests per window at most (unset: what Braze announces)."
     )
     delete_rate_window_seconds: float = Field(default=BRAZE.delete_window_seconds, gt=0)
+    # live mode (docs/live.md)
+    live_collect_ms: float = Field(
+        default=30.0, ge=0, description="Live: wait this long after a wake-up before reading (a burst fills requests)."
+    )
+    live_sweep_seconds: float = Field(
+        default=30.0, gt=0, description="Live: look at every (entity, account) this often, notified or not."
+    )
+    live_retry_min_seconds: float = Field(
+        default=0.02, gt=0, description="Live: first look again at a change held behind the capture horizon."
+    )
+    live_retry_max_seconds: float = Field(default=1.0, gt=0, description="Live: longest wait between such looks.")
+    live_failure_backoff_max_seconds: float = Field(
+        default=60.0, gt=0, description="Live: longest wait before an account that failed is tried again."
+    )
+    live_summary_seconds: float = Field(
+        default=60.0, gt=0, description="Live: record each account's summary this often (run_summaries)."
+    )
     objects_per_request: int = Field(default=BRAZE.objects_per_array, ge=1, le=BRAZE.objects_per_array)
     delete_ids_per_request: int = Field(default=BRAZE.delete_ids_per_request, ge=1, le=BRAZE.delete_ids_per_request)
 

@@ -1,4 +1,4 @@
-"""`masivo-braze status`: per account and entity, backlog, last success, last error, rejects."""
+"""`masivo-braze status`: per account and entity, backlog, last success, last error, rejects, drops."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def status_rows(conn: psycopg.Connection) -> list[dict]:
                 """,
                 (acct.account_id, name),
             ).fetchone()
+            dropped = conn.execute(  # changes made while it was switched off (capture.skip_switched_off)
+                "SELECT coalesce(sum(skipped), 0) FROM braze_sync.run_summaries "
+                "WHERE account_id = %s AND consumer = %s AND status = 'off'",
+                (acct.account_id, name),
+            ).fetchone()[0]
             rejected = conn.execute(
                 "SELECT count(*) FROM braze_sync.rejected_rows "
                 "WHERE account_id = %s AND consumer = %s AND retried_at IS NULL",
@@ -41,6 +46,7 @@ def status_rows(conn: psycopg.Connection) -> list[dict]:
                     "last_success": last_ok,
                     "last_error": last_err if (err_at and (not last_ok or err_at > last_ok)) else None,
                     "rejected": rejected,
+                    "dropped_while_off": int(dropped),
                 }
             )
     return rows
@@ -52,7 +58,7 @@ def print_status(console: Console, db: Database) -> None:
         rows = status_rows(conn)
         age = horizon_age_seconds(conn)
     table = Table(title="Braze sync status", title_justify="left")
-    for col in ("account", "entity", "on", "backlog", "last success", "last error", "rejected"):
+    for col in ("account", "entity", "on", "backlog", "last success", "last error", "rejected", "dropped"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
@@ -63,6 +69,7 @@ def print_status(console: Console, db: Database) -> None:
             r["last_success"].strftime("%Y-%m-%d %H:%M:%S %Z") if r["last_success"] else "never",
             r["last_error"] or "",
             f"{r['rejected']:,}",
+            f"{r['dropped_while_off']:,}",
         )
     console.print(table)
     if age > 60:

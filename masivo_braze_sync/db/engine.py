@@ -17,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import sqlalchemy as sa
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from masivo_braze_sync.errors import ConfigurationError
+from masivo_braze_sync.errors import ConfigurationError, DatabaseUnavailable
 from masivo_braze_sync.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,58 @@ def redact_url(url: str) -> str:
     return url
 
 
-def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
-    """A psycopg 3 connection (the caller closes it)."""
+@dataclass(frozen=True)
+class ConnectRetry:
+    """How long to keep trying to reach Postgres: a restart or a fail-over takes seconds, and every
+    worker reconnects at once afterwards (hence the jitter). The defaults wait 15 to 20 s in all."""
+
+    attempts: int = 5
+    first_wait: float = 1.0
+    max_wait: float = 8.0
+
+
+CONNECT_RETRY = ConnectRetry()
+
+#: the server's own refusals that no retry cures: a wrong role, password or database, pg_hba rules
+_REFUSED = ("authentication failed", "does not exist", "pg_hba.conf", "permission denied", "no password supplied")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed connection may succeed later (the server unreachable, starting, stopping,
+    full) rather than being refused for its settings. libpq reports connection failures without a
+    SQLSTATE, so the message is all there is to go on."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    text = str(exc).lower()
+    return not any(reason in text for reason in _REFUSED)
+
+
+def connect(url: str, *, autocommit: bool = False, retry: ConnectRetry = CONNECT_RETRY) -> psycopg.Connection:
+    """A psycopg 3 connection (the caller closes it), retried with backoff while Postgres is away.
+
+    Raises:
+        DatabaseUnavailable: Postgres did not accept a connection in `retry.attempts` tries.
+        ConfigurationError: Postgres refused the connection for its settings (role, password, database).
+    """
     try:
-        return psycopg.connect(url, autocommit=autocommit, application_name="masivo-braze-sync")
+        for attempt in Retrying(
+            stop=stop_after_attempt(retry.attempts),
+            wait=wait_exponential_jitter(initial=retry.first_wait, max=retry.max_wait, jitter=retry.first_wait),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        ):
+            with attempt:
+                return psycopg.connect(url, autocommit=autocommit, application_name="masivo-braze-sync")
     except psycopg.OperationalError as exc:
-        # the libpq message can hold the host and user but never the password
-        raise ConfigurationError(f"cannot connect to Postgres at {redact_url(url)}: {exc}".strip()) from exc
+        # the libpq message can hold the host and user but never the password; one line for the operator
+        why = " ".join(str(exc).split())
+        if is_transient(exc):
+            raise DatabaseUnavailable(
+                f"Postgres at {redact_url(url)} did not accept a connection in {retry.attempts} attempts "
+                f"(down, restarting or unreachable; runs resume once it is back): {why}"
+            ) from exc
+        raise ConfigurationError(f"cannot connect to Postgres at {redact_url(url)}: {why}") from exc
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
 @dataclass
@@ -76,6 +122,7 @@ class Database:
     """Connection factory for one database URL, shared by a process's pipeline code."""
 
     url: str
+    connect_retry: ConnectRetry = CONNECT_RETRY
     _engine: sa.Engine | None = field(default=None, repr=False)
 
     @classmethod
@@ -86,7 +133,7 @@ class Database:
     @contextmanager
     def connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
         """A psycopg connection; without autocommit, commits on success and rolls back on error."""
-        conn = connect(self.url, autocommit=autocommit)
+        conn = connect(self.url, autocommit=autocommit, retry=self.connect_retry)
         try:
             with conn:
                 yield conn
@@ -97,8 +144,10 @@ class Database:
     def engine(self) -> sa.Engine:
         """A SQLAlchemy engine on psycopg 3 (sqlmodel, Alembic)."""
         if self._engine is None:
-            parts = urlsplit(self.url)
-            self._engine = sa.create_engine(urlunsplit(parts._replace(scheme="postgresql+psycopg")), pool_pre_ping=True)
+            # connections come from `connect`, so migrations ride out an outage the same way
+            self._engine = sa.create_engine(
+                "postgresql+psycopg://", creator=lambda: connect(self.url, retry=self.connect_retry), pool_pre_ping=True
+            )
         return self._engine
 
     def dispose(self) -> None:

@@ -78,6 +78,9 @@ class BrazeIntegration(SQLModel, table=True):
     track_rate_limit: int | None = None
     track_rate_window_seconds: float | None = None
     delete_rate_limit: int | None = None
+    # how orders reach Braze: `purchases` (null: the default), `ecommerce` (eCommerce recommended
+    # events) or `both`; any other value fails the account's purchases run (docs/braze.md#ecommerce-recommended-events)
+    orders_as: str | None = None
 
 
 class Customer(SQLModel, table=True):

@@ -162,6 +162,10 @@ class WorkspaceStats:
         return out
 
 
+#: how many arrivals each workspace remembers (latency measurements; bounded for long-lived emulators)
+ARRIVALS_KEPT = 500_000
+
+
 @dataclass(slots=True)
 class _Bucket:
     window: int = -1
@@ -177,6 +181,8 @@ class _Runtime:
     stats: WorkspaceStats = field(default_factory=WorkspaceStats)
     track: _Bucket = field(default_factory=_Bucket)
     delete: _Bucket = field(default_factory=_Bucket)
+    #: (arrival time, array, object) of the latest stored /users/track objects, oldest first
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=ARRIVALS_KEPT))
 
 
 @dataclass(slots=True)
@@ -306,6 +312,12 @@ class EmulatorState:
         with self._lock:
             return {k: p.copy() for k, p in self._runtime(workspace).store.anonymous.items()}
 
+    def arrivals(self, workspace: str) -> list[tuple[float, str, dict[str, Any]]]:
+        """(time stored, array, object) of each valid /users/track object, in arrival order
+        (attributes before events before purchases within a request); at most ARRIVALS_KEPT."""
+        with self._lock:
+            return list(self._runtime(workspace).arrivals)
+
     def deleted_ids(self, workspace: str) -> list[str]:
         """External ids deleted through /users/delete, in order."""
         with self._lock:
@@ -406,8 +418,10 @@ class EmulatorState:
             rt = self._rt[workspace]
             st = rt.stats
             st.rejected_objects += len(plan.errors)
+            now = self._clock()
             for name, items in plan.valid.items():
                 st.objects[name] = st.objects.get(name, 0) + len(items)
+                rt.arrivals.extend((now, name, obj) for _, obj in items)
             st.data_points += apply.apply_track(rt.store, plan)
 
     def apply_delete(self, workspace: str, kind: str, ids: list[Any]) -> int:

@@ -1,5 +1,6 @@
 """Per-entity mappings from Masivo rows to Braze objects. Each one is an `Entity`."""
 
+from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.entities.audiences import AUDIENCES
 from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared
 from masivo_braze_sync.entities.customers import CUSTOMERS
@@ -10,4 +11,29 @@ from masivo_braze_sync.entities.purchases import PURCHASES
 #: (customers first: their deletes must reach Braze before anything else is sent for them)
 ENTITIES: dict[str, Entity] = {e.name: e for e in (CUSTOMERS, EVENTS, PURCHASES, AUDIENCES)}
 
-__all__ = ["AUDIENCES", "CUSTOMERS", "ENTITIES", "EVENTS", "PURCHASES", "AccountContext", "Entity", "Prepared"]
+
+def ledger_bounds(entity: Entity, account: AccountConfig) -> dict[str, object]:
+    """The `Ledger` options that keep an account's profiles ahead of what refers to them.
+
+    The customers consumer records the horizon it has caught up to; an entity declared
+    `after_customers` reads only below it, when the account syncs customers at all (a stale horizon
+    of a switched-off customers sync must not hold the others back). docs/live.md#profile-before-event
+    """
+    if entity is CUSTOMERS:
+        return {"tracks_catch_up": True}
+    if entity.after_customers and CUSTOMERS.is_enabled(account):
+        return {"bound_by": CUSTOMERS.name}
+    return {}
+
+
+__all__ = [
+    "AUDIENCES",
+    "CUSTOMERS",
+    "ENTITIES",
+    "EVENTS",
+    "PURCHASES",
+    "AccountContext",
+    "Entity",
+    "Prepared",
+    "ledger_bounds",
+]

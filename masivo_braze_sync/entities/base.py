@@ -40,11 +40,6 @@ class Prepared:
     #: the keys behind `skipped` (key, reason), from entities that end batches at whole requests
     skipped_keys: pl.DataFrame | None = None
 
-    def merge_skipped(self, other: dict[str, int]) -> None:
-        """Add another stage's skip counts to these."""
-        for reason, n in other.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + n
-
 
 def judge(frame: pl.DataFrame, verdict: pl.Expr) -> Prepared:
     """Split rows by a verdict per row: null goes on, `"skip:<reason>"` is counted (and its key
@@ -75,6 +70,18 @@ class AccountContext:
     currency: str = "USD"
     #: the integration's toggles (`sync_events`, `sync_customer_tags`, ...)
     toggles: dict[str, bool] = field(default_factory=dict)
+    #: how orders reach Braze: `purchases`, `ecommerce` or `both` (`AccountConfig.orders_mode`)
+    orders_as: str = "purchases"
+
+
+def update_only(ctx: AccountContext) -> bool:
+    """Whether every object for the account must be update-only (`_update_existing_only: true`).
+
+    With the customers' Create toggle off, no object of any entity may create a Braze profile:
+    without the flag, an object for an unknown `external_id` creates one
+    (docs/braze.md#user-attributes-object).
+    """
+    return not ctx.toggles.get("sync_customers_create", True)
 
 
 class Entity:
@@ -100,6 +107,14 @@ class Entity:
     #: that order, transform keeps that order with at most one object per key and no metrics, and
     #: validate/transform name their skipped keys (`Prepared.skipped_keys`)
     whole_requests: bool = False
+    #: whether the range after a batch may be read and mapped while the batch is delivered
+    #: (`AccountRun.step`): only when the entity's rows do not depend on what the sync itself commits
+    #: (events do not; customers read the hashes the previous batch commits, purchases the lines sent)
+    read_ahead: bool = False
+    #: whether the entity's objects concern customers whose profile must reach Braze first: its
+    #: reads then stay below the horizon the customers consumer last caught up to, when the account
+    #: syncs customers (docs/live.md#profile-before-event)
+    after_customers: bool = False
 
     def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
         """The changed rows behind `log_range`, in change order."""
@@ -114,6 +129,9 @@ class Entity:
     def is_enabled(self, account: AccountConfig) -> bool:
         """Whether this entity syncs for the account (integration enabled, toggle on)."""
         return account.is_on(self.toggle)
+
+    def check(self, account: AccountConfig) -> None:
+        """Raise ConfigurationError when the account's settings for this entity cannot be used."""
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Business rules and Braze field rules on whole columns."""

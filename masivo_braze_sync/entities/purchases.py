@@ -9,8 +9,10 @@ was sent, under one rule: **each line gets at most one purchase and at most one 
 - `FULFILLED`: every line not sent yet becomes a purchase: `product_id` = sku, `currency` = the
   order's or else the account's, `price` = unit price, `quantity` = line quantity, `time` =
   `fulfilled_at`, properties `order_id`, `line_no`, `product_name` and the line's own properties
-  flattened (a line key equal to one of those three is renamed `line_<key>`). A quantity over 100
-  is split into purchases of 100 and a remainder (Braze caps `quantity` at 100).
+  flattened (a line key equal to one of those three, or `purchase_id`, is renamed `line_<key>`). A quantity over 100
+  is split into purchases of 100 and a remainder (Braze caps `quantity` at 100). Every purchase
+  object, each part of a split line and each reversal, carries its own key as the property
+  `purchase_id` (`<order>/<line>/<+|->/<part>`): Braze sees each as its own purchase.
 - `REVERSED`, `CANCELLED`, or the order row deleted: every line sent and not reversed yet is sent
   again with the negative price of what was sent (ledger values, not the current line), same sku,
   quantity split and currency; `time` = `reversed_at` / `cancelled_at` / the deletion; properties
@@ -30,6 +32,8 @@ was sent, under one rule: **each line gets at most one purchase and at most one 
   not fulfilled, or was reversed, cancelled or deleted before it was ever sent.
 - rejected: the customer does not exist, its id is empty or over 987 bytes, the order id is over
   255 characters (it travels as a property).
+
+With the customers' Create toggle off, every purchase is update-only (`_update_existing_only`).
 
 Keys: a purchase object's key is `<order id>/<line no>/<+|->/<part>` (part = index in the split),
 stable across runs, so the pipeline's delivery ledger never re-sends a part that landed. An
@@ -56,7 +60,18 @@ import polars as pl
 import psycopg
 from psycopg.types.json import Jsonb
 
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
+from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.entities import ecommerce
+from masivo_braze_sync.entities.base import (
+    OBJECT_SCHEMA,
+    REJECT_SCHEMA,
+    AccountContext,
+    Entity,
+    Prepared,
+    judge,
+    update_only,
+)
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.iso4217 import is_currency
 from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
@@ -64,12 +79,12 @@ from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_pro
 PLUS, MINUS = "+", "-"
 MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (CONTRACT §7)
 MAX_PARTS = 1000  # a line needing more purchases than this is refused (quantity over 100,000)
-MAX_EXTERNAL_ID_BYTES = 987
+MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 FULFILLED = "FULFILLED"
 TERMINAL = ("REVERSED", "CANCELLED")
 DELETED = "ORDER_DELETED"  # status of an order whose row is gone
 LINE_DELETED = "LINE_DELETED"
-LINK_KEYS = ("order_id", "line_no", "product_name")
+LINK_KEYS = ("order_id", "line_no", "product_name", "purchase_id")
 UNREADABLE_LINES = "a line's properties hold a number out of range or nest over 1,000 levels: order held"
 
 STATE_SCHEMA = {
@@ -85,6 +100,9 @@ STATE_SCHEMA = {
     "quantity": pl.Int64,
     "time": pl.String,
     "reason": pl.String,
+    # eCommerce events (entities/ecommerce.py): the event kind and its lines as JSON; null for purchases
+    "event": pl.String,
+    "lines": pl.String,
 }
 
 
@@ -123,10 +141,10 @@ prior AS (
                                       WHEN maybe THEN 'maybe' ELSE 'planned' END) AS keys
     FROM planned
     GROUP BY 1
-)
+),{ecommerce.PRIOR_CTE}
 SELECT ch.order_id AS key,
        o.id IS NOT NULL AS present,
-       coalesce(o.customer_id, s.customer_id) AS customer_id,
+       coalesce(o.customer_id, s.customer_id, es.customer_id) AS customer_id,
        o.status,
        nullif(btrim(o.currency::text), '') AS currency,
        {_ts("o.fulfilled_at")} AS fulfilled_at,
@@ -140,7 +158,9 @@ SELECT ch.order_id AS key,
             ELSE 'active' END AS customer_state,
        li.lines::text AS lines,
        s.lines::text AS sent,
-       pr.keys::text AS prior
+       pr.keys::text AS prior,
+       es.events::text AS esent,
+       ep.keys::text AS eprior
 FROM changed ch
 LEFT JOIN public.orders o ON o.account_id = $1 AND o.id = ch.order_id
 LEFT JOIN LATERAL (
@@ -160,7 +180,9 @@ LEFT JOIN LATERAL (
     WHERE i.account_id = $1 AND i.order_id = ch.order_id
 ) li ON true
 LEFT JOIN prior pr ON pr.order_id = ch.order_id
-LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = coalesce(o.customer_id, s.customer_id)
+{ecommerce.sent_join(_ts)}
+LEFT JOIN eprior ep ON ep.order_id = ch.order_id
+LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = coalesce(o.customer_id, s.customer_id, es.customer_id)
 ORDER BY ch.first_id
 """
 
@@ -188,6 +210,9 @@ def order_of(key: str) -> str:
             value = None
         if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
             return value[0]
+    event = ecommerce.parse_event_key(key)
+    if event is not None:
+        return event[0]
     match = PURCHASE_KEY.fullmatch(key)
     return match.group(1) if match else key
 
@@ -306,7 +331,7 @@ def check_line(order_id: str, raw: dict[str, Any]) -> Line:
             if key in flat or key in props:
                 raise reject(f"properties collide on key '{key}'")
         props[key] = value
-    if len(props) > MAX_PROPERTIES:
+    if len(props) + 1 > MAX_PROPERTIES:  # + `purchase_id`, added per part
         raise reject(f"more than {MAX_PROPERTIES} properties with the order link")
     return Line(line_no, sku, price, quantity, props)
 
@@ -325,14 +350,29 @@ class _Out:
     """What the transform builds for a frame of orders."""
 
     keys: list[str] = field(default_factory=list)
+    arrays: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     state: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, int] = field(default_factory=dict)
+    #: the Create toggle is off: every object is update-only
+    update_only: bool = False
 
     def count(self, name: str, n: int = 1) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + n
+
+    def reject(self, key: str, reason: str) -> None:
+        """Record a rejected key once (with `both`, purchases and eCommerce events may find the same)."""
+        if (key, reason) not in self.rejected:
+            self.rejected.append((key, reason))
+
+    def add(self, key: str, array: str, body: bytes, state: dict[str, Any]) -> None:
+        """One object to send, and what to remember once Braze accepts it."""
+        self.keys.append(key)
+        self.arrays.append(array)
+        self.bodies.append(body)
+        self.state.append(dict.fromkeys(STATE_SCHEMA) | state)
 
     def emit(
         self,
@@ -354,11 +394,14 @@ class _Out:
                 "price": _price(side.unit_price),
                 "quantity": quantity,
                 "time": side.time,
-                "properties": properties,
+                "properties": {**properties, "purchase_id": key},  # parts of a split line differ
             }
-            self.keys.append(key)
-            self.bodies.append(orjson.dumps(body))
-            self.state.append(
+            if self.update_only:
+                body["_update_existing_only"] = True
+            self.add(
+                key,
+                "purchases",
+                orjson.dumps(body),
                 {
                     "key": key,
                     "order_id": order_id,
@@ -372,7 +415,7 @@ class _Out:
                     "quantity": quantity,
                     "time": side.time,
                     "reason": reason,
-                }
+                },
             )
             self.count("purchases" if sign == PLUS else "reversals")
 
@@ -426,12 +469,14 @@ class PurchasesEntity(Entity):
 
     name = "purchases"
     captured = ("orders", "order_items")
+    after_customers = True  # docs/live.md#profile-before-event
     toggle = "sync_purchases"
     extract_sql = EXTRACT_SQL
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Order-level rules on whole columns: what is never sent, and what cannot be."""
-        history = pl.col("sent").is_not_null() | pl.col("prior").is_not_null()
+        ledgers = [c for c in ("sent", "prior", "esent", "eprior") if c in frame.columns]
+        history = pl.any_horizontal([pl.col(c).is_not_null() for c in ledgers])
         customer = pl.col("customer_id").fill_null("")
         verdict = (
             pl.when(~pl.col("present") & ~history)
@@ -456,17 +501,15 @@ class PurchasesEntity(Entity):
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Each order to the purchases and reversals it still owes Braze."""
-        out = _Out()
+        out = _Out(update_only=update_only(ctx))
         for row in frame.iter_rows(named=True):
             try:
                 order = _Order(row, ctx)
             except orjson.JSONDecodeError:  # a jsonb number no double holds (1e400), or 1,000+ levels
                 out.rejected.append((row["key"], UNREADABLE_LINES))
                 continue
-            self._order(order, out)
-        objects = pl.DataFrame(
-            {"key": out.keys, "array": ["purchases"] * len(out.keys), "body": out.bodies}, schema=OBJECT_SCHEMA
-        )
+            self._order(order, out, ctx.orders_as)
+        objects = pl.DataFrame({"key": out.keys, "array": out.arrays, "body": out.bodies}, schema=OBJECT_SCHEMA)
         rejects = pl.DataFrame(
             {
                 "key": [k for k, _ in out.rejected],
@@ -478,8 +521,31 @@ class PurchasesEntity(Entity):
         state = pl.DataFrame(out.state, schema=STATE_SCHEMA)
         return Prepared(frame=objects, rejected=rejects, skipped=out.skipped, state=state, metrics=out.metrics)
 
-    def _order(self, order: _Order, out: _Out) -> None:
+    def check(self, account: AccountConfig) -> None:
+        """An `orders_as` that is not one of ORDERS_AS fails the account's run (ConfigurationError)."""
+        account.orders_mode()
+
+    def _order(self, order: _Order, out: _Out, orders_as: str) -> None:
+        """One order: its purchases, its eCommerce events, or both (`orders_as`); a skip if nothing."""
         before = (len(out.keys), len(out.rejected))
+        never_placed = None
+        if orders_as != "ecommerce":
+            self._purchases(order, out)
+        if orders_as != "purchases":
+            never_placed = ecommerce.plan(order, out)
+        if (len(out.keys), len(out.rejected)) == before:
+            nothing = {
+                FULFILLED: "order already sent",
+                "REVERSED": "reversal already sent",
+                "CANCELLED": "reversal already sent",
+                DELETED: "reversal already sent",
+            }.get(order.status, "order not fulfilled")
+            if orders_as == "ecommerce" and never_placed:
+                nothing = never_placed
+            out.skipped[nothing] = out.skipped.get(nothing, 0) + 1
+
+    def _purchases(self, order: _Order, out: _Out) -> None:
+        """The purchases and reversals an order still owes Braze."""
         # the purchase side of each line: ledger first, then what an interrupted attempt sent
         plus: dict[int, Side] = {ln: s for (ln, sign), s in order.sent.items() if sign == PLUS}
         to_send: dict[int, tuple[Line, set[int]]] = {}
@@ -537,15 +603,6 @@ class PurchasesEntity(Entity):
                 "original_time": side.time,
             }
             out.emit(order.id, ln, MINUS, minus, parts, props, reason)
-
-        if (len(out.keys), len(out.rejected)) == before:
-            nothing = {
-                FULFILLED: "order already sent",
-                "REVERSED": "reversal already sent",
-                "CANCELLED": "reversal already sent",
-                DELETED: "reversal already sent",
-            }.get(order.status, "order not fulfilled")
-            out.skipped[nothing] = out.skipped.get(nothing, 0) + 1
 
     def _fulfil(
         self, order: _Order, plus: dict[int, Side], to_send: dict[int, tuple[Line, set[int]]], out: _Out
@@ -619,12 +676,18 @@ class PurchasesEntity(Entity):
         so every fulfilled order is sent again; without it, the ledger keeps anything from going twice."""
         if resend:
             conn.execute("DELETE FROM braze_sync.purchase_lines WHERE account_id = %s", (account_id,))
+            conn.execute("DELETE FROM braze_sync.order_events WHERE account_id = %s", (account_id,))
         return super().full_resync(conn, account_id, resend=resend)
 
     def commit_state(self, conn: psycopg.Connection, ctx: AccountContext, state: pl.DataFrame) -> None:
-        """Record each line side Braze accepted (its parts summed), in the cursor's transaction."""
+        """Record each line side Braze accepted (its parts summed), and each eCommerce event, in the
+        cursor's transaction."""
+        events = state.filter(pl.col("event").is_not_null())
+        if events.height:
+            with conn.cursor() as cur:  # a recorded event is never built again: a conflict cannot happen
+                cur.executemany(ecommerce.INSERT_SQL, ecommerce.ledger_rows(ctx.account_id, events.to_dicts()))
         sides: dict[tuple[str, int, str], dict[str, Any]] = {}
-        for r in state.iter_rows(named=True):
+        for r in state.filter(pl.col("event").is_null()).iter_rows(named=True):
             side = sides.setdefault((r["order_id"], r["line_no"], r["sign"]), r | {"split": {}})
             side["split"][str(r["part"])] = r["quantity"]
         rows = [

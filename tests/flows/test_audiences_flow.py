@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from app.cli import app
 from flows.audiences import resync_audience, sync_audiences
-from masivo_braze_sync.cli import app
 from masivo_braze_sync.resync import ResyncRefused
 from tests.pipeline.test_audiences_sync import VIP, _attrs, _audience
 
@@ -39,6 +39,17 @@ def test_resync_flow_resends_and_refuses_unknown_targets(prefect_api, make_accou
     assert _attrs(emulator, "c3") == {VIP: True}
     with pytest.raises(ResyncRefused, match="audience nope not found in account acct-1"):
         asyncio.run(resync_audience(account_id="acct-1", audience_id="nope"))
+
+
+def test_resync_flow_loads_a_prefect_secret_api_key(prefect_api, make_account, emulator, db) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value="acct-1-key").save("acct-1-braze-key", overwrite=True)
+    make_account("acct-1", customers=2, api_key="prefect-secret:acct-1-braze-key")
+    _audience(db, "vip", "VIP Customers", ["c1", "c2"])
+    summary = asyncio.run(resync_audience(account_id="acct-1", audience_id="vip"))
+    assert (summary["status"], summary["objects_sent"]) == ("ok", 2)
+    assert _attrs(emulator, "c2") == {VIP: True}
 
 
 def test_cli_sync_audiences_and_sync_all(prefect_api, make_account, emulator, db) -> None:
@@ -91,6 +102,3 @@ def test_deployments_schedule_the_sync_and_offer_the_manual_resync() -> None:
     assert not resync.get("schedules")
     assert set(resync_audience.parameters.properties) == {"account_id", "audience_id"}
     assert resync_audience.parameters.required == ["account_id", "audience_id"]
-    serve = (ROOT / "deployments" / "serve.py").read_text()
-    assert 'name="sync-audiences", cron="*/5 * * * *"' in serve
-    assert 'resync_audience.to_deployment(name="resync-audience")' in serve

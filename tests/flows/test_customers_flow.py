@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from masivo_braze_sync.cli import app
+from app.cli import app
 
 
 def test_sync_all_sends_customers_and_events_and_a_second_run_sends_nothing(

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from typer.testing import CliRunner
 
+from app.cli import app
 from flows.events import sync_events
-from masivo_braze_sync.cli import app
 from masivo_braze_sync.errors import AccountSyncFailed
 
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from typer.testing import CliRunner
 
+from app.cli import app
 from flows.purchases import sync_purchases
-from masivo_braze_sync.cli import app
 from masivo_braze_sync.errors import AccountSyncFailed
 from tests.capture_helpers import braze_revenue, masivo_revenue, settle
 

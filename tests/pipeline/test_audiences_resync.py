@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from masivo_braze_sync.db import Database
-from masivo_braze_sync.pipeline import AccountBusy
-from masivo_braze_sync.resync import RESYNC_CONSUMER, ResyncFailed, ResyncRefused, resync_audience
+from masivo_braze_sync.pipeline import AccountBusy, RunFailed
+from masivo_braze_sync.resync import RESYNC_CONSUMER, ResyncRefused, resync_audience
 from tests.pipeline.test_audiences_sync import VIP, _attrs, _audience, _join, _leave, _sql
 
 
@@ -105,7 +105,7 @@ def test_an_interrupted_resync_is_taken_over_by_the_next_one(make_account, emula
     make_account("acct-1", customers=5, api_key="acct-1-key")
     _audience(db, "vip", "VIP Customers", [f"c{i}" for i in range(1, 6)])
     emulator.add_fault(Fault(kind="status", status=503, count=100, workspace="acct-1"))
-    with pytest.raises(ResyncFailed) as info:
+    with pytest.raises(RunFailed) as info:
         _resync(chunk_rows=2)
     assert info.value.summary.status == "failed"
     emulator.clear_faults()
@@ -124,3 +124,44 @@ def test_a_large_audience_is_streamed_in_chunks(make_account, emulator, db) -> N
     assert summary.requests == 40 * 3 + 14  # per chunk: 3,000 / 75, then 1,000 / 75
     assert emulator.stats("acct-1").rate_limited == 0
     assert _attrs(emulator, "c10000") == {VIP: True}
+
+
+def test_retry_rejected_sends_a_resync_rejected_member_through_the_audiences_sync(
+    make_account, run_sync, emulator, db
+) -> None:
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.requeue import list_rejected, retry_rejected
+
+    make_account("acct-1", customers=3)
+    _audience(db, "vip", "VIP Customers", ["c1", "c2"])
+    run_sync("acct-1", "audiences")
+    emulator.reset()  # a restored workspace: the resync sends the members again, Braze refuses c1
+    assert _resync().objects_sent == 2
+    emulator.reset()
+    _sql(
+        db,
+        "INSERT INTO braze_sync.rejected_rows (account_id, consumer, entity_key, stage, reason) "
+        f"VALUES ('acct-1', '{RESYNC_CONSUMER}', 'c1', 'braze', 'Braze refused the object')",
+    )
+
+    # the audiences sync re-reads the customer's memberships: it is the one that sends them again
+    assert retry_rejected(db, ENTITIES) == {("acct-1", "audiences"): 1}
+    assert list_rejected(db)[1] == 0
+    summary = run_sync("acct-1", "audiences")
+    assert summary.objects_sent == 1
+    assert _attrs(emulator, "c1") == {VIP: True}
+
+
+def test_retry_rejected_leaves_rows_it_cannot_queue_in_place(make_account, db) -> None:
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.requeue import list_rejected, retry_rejected
+
+    make_account("acct-1", customers=1)
+    _sql(
+        db,
+        "INSERT INTO braze_sync.rejected_rows (account_id, consumer, entity_key, stage, reason) "
+        "VALUES ('acct-1', 'retired-consumer', 'c1', 'braze', 'Braze refused the object')",
+    )
+    assert retry_rejected(db, ENTITIES) == {}
+    rows, total = list_rejected(db)
+    assert (total, rows[0].entity) == (1, "retired-consumer")  # still listed, not marked retried

@@ -7,7 +7,7 @@ from collections import Counter
 
 from typer.testing import CliRunner
 
-from masivo_braze_sync.cli import app
+from app.cli import app
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.entities import ENTITIES
 from masivo_braze_sync.errors import AuthenticationError

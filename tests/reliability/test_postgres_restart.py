@@ -14,9 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from masivo_braze_sync.db import Database
+from masivo_braze_sync.db.engine import ConnectRetry
 from masivo_braze_sync.db.migrate import init_database
 from masivo_braze_sync.emulator import Workspace
-from masivo_braze_sync.errors import SyncError
+from masivo_braze_sync.errors import ConfigurationError, DatabaseUnavailable, RetryableError, SyncError
 from tests.reliability.helpers import assert_consistent, duplicated, ledger_rows
 
 pytestmark = pytest.mark.slow
@@ -137,3 +138,62 @@ def test_a_ledger_write_lost_to_a_database_blip_is_written_later(
     assert calls["n"] >= 2
     assert set(received("blip")) == set(ids)
     assert_consistent(db, "blip", "events")
+
+
+# -- reaching Postgres: an outage is transient, a refused login is configuration ----------------------
+
+
+def _stop(server) -> None:
+    from pgserver._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+
+
+def _start(server, socket_dir: str) -> None:
+    from pgserver._commands import pg_ctl
+
+    args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "start"]  # as pgserver starts it
+    pg_ctl(args, pgdata=server.pgdata, user=server.system_user, timeout=60)
+
+
+def test_a_connection_rides_out_a_postgres_restart(throwaway_pg) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    url = throwaway_pg.get_uri()
+    socket_dir = parse_qs(urlsplit(url).query)["host"][0]
+    _stop(throwaway_pg)
+    back = threading.Timer(1.0, _start, (throwaway_pg, socket_dir))  # down for about a second
+    back.start()
+    try:
+        with Database(url).connection() as conn:  # the default retry waits 15 to 20 s in all
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        back.join(60)
+
+
+def test_postgres_down_for_good_is_reported_as_transient_not_as_configuration() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = Database(f"postgresql://postgres@127.0.0.1:{port}/postgres", ConnectRetry(attempts=3, first_wait=0.01))
+    with (
+        pytest.raises(DatabaseUnavailable, match="did not accept a connection in 3 attempts") as caught,
+        db.connection(),
+    ):
+        pass
+    assert isinstance(caught.value, RetryableError)
+    assert not isinstance(caught.value, ConfigurationError)
+    assert "\n" not in str(caught.value)  # one line for the operator
+
+
+def test_a_refused_login_is_a_configuration_error_and_is_not_retried(database_url) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = urlunsplit(urlsplit(database_url)._replace(path="/no_such_database_here"))
+    db = Database(url, ConnectRetry(attempts=3, first_wait=30))  # a retry would wait 30 s
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match='database "no_such_database_here" does not exist'), db.connection():
+        pass
+    assert time.monotonic() - started < 10

@@ -124,7 +124,7 @@ def test_no_key_or_personal_data_reaches_prefect_logs_artifacts_or_cli_output(
     # the CLI, in its own process, against the server, logging everything it logs
     env = {**os.environ, **prefect_server, "PREFECT_LOGGING_LEVEL": "DEBUG"}
     cli = subprocess.run(
-        [sys.executable, "-m", "masivo_braze_sync.cli", "sync", "events"],
+        [sys.executable, "-m", "app.cli", "sync", "events"],
         env=env,
         cwd=ROOT,
         capture_output=True,

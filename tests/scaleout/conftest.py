@@ -35,7 +35,7 @@ def run_env(prefect_server: dict[str, str], db) -> dict[str, str]:
 def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `masivo-braze ARGS` in a new process."""
     return subprocess.run(
-        [sys.executable, "-m", "masivo_braze_sync.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -30,7 +30,7 @@ def test_two_processes_on_one_workspace_share_its_rate_budget(run_env, make_acco
     started = time.monotonic()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "masivo_braze_sync.cli", "sync", entity, "--account", "acct-1"],
+            [sys.executable, "-m", "app.cli", "sync", entity, "--account", "acct-1"],
             env=run_env,
             cwd=ROOT,
             stdout=subprocess.PIPE,

@@ -145,10 +145,10 @@ def change_accounts(db: Database, account_ids: tuple[str, ...]) -> None:
 
 def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
     """Seed, sync, report; returns the process exit code."""
+    from app.report import print_summaries
     from flows import FLOWS
     from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace
-    from masivo_braze_sync.pipeline import AccountSummary
-    from masivo_braze_sync.report import print_summaries
+    from masivo_braze_sync.summary import AccountSummary
 
     os.environ["MASIVO_BRAZE_ALLOW_LOCAL_ENDPOINTS"] = "1"  # this process talks to its own emulator
     get_settings.cache_clear()

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, SyncError
+from masivo_braze_sync.errors import AccountSyncFailed, ConfigurationError, DatabaseUnavailable, SyncError
+from masivo_braze_sync.memory import limit_malloc_arenas
 
 app = typer.Typer(
     help="Keep each Masivo account's Braze workspace in step with its loyalty data.", no_args_is_help=True
@@ -34,6 +35,10 @@ def _entity_choices() -> dict[str, str]:
 EntityName = StrEnum("EntityName", _entity_choices())
 
 
+#: exit code of a transient failure (sysexits EX_TEMPFAIL): a scheduler may simply run the command again
+EXIT_TRANSIENT = 75
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
@@ -50,6 +55,8 @@ def db_init(
     try:
         db = Database.from_settings()
         created = init_database(db, source=source)
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc), EXIT_TRANSIENT) from None
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
     if created:
@@ -89,9 +96,9 @@ def sync(
         _queue_full(names, account, resend=resend, dry_run=dry_run)
     if dry_run:
         raise typer.Exit(_dry_run(names, account))
+    from app.report import print_summaries
     from flows import FLOWS
-    from masivo_braze_sync.pipeline import AccountSummary
-    from masivo_braze_sync.report import print_summaries
+    from masivo_braze_sync.summary import AccountSummary
 
     failed: dict[str, str] = {}
     for name in names:
@@ -102,6 +109,8 @@ def sync(
         except AccountSyncFailed as exc:
             summaries = exc.summaries
             failed.update({f"{name}/{a}": e for a, e in exc.failures.items()})
+        except DatabaseUnavailable as exc:
+            raise _fail(str(exc), EXIT_TRANSIENT) from None
         except ConfigurationError as exc:
             raise _fail(str(exc)) from None
         print_summaries(console, name, summaries)
@@ -213,6 +222,7 @@ def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
     with db.connection() as conn:
         accounts = load_accounts(conn, account_ids)
     out = sys.stdout.buffer
+    failed = False
     for name in names:
         spec = ENTITIES[name]
         summaries = []
@@ -227,16 +237,20 @@ def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
                 async with run:
                     await run.run()
 
-            asyncio.run(go())
+            try:
+                asyncio.run(go())
+            except ConfigurationError as exc:  # this account's setting is wrong: named, the others go on
+                err.print(str(exc))
             out.flush()
             summaries.append(run.summary)
         err.print(summary_table_text(name, summaries))
-    return 0
+        failed |= any(s.status == "failed" for s in summaries)
+    return 1 if failed else 0
 
 
 def summary_table_text(name: str, summaries: list) -> object:
     """The summary table (printed on stderr in a dry run so stdout holds only payloads)."""
-    from masivo_braze_sync.report import summary_table
+    from app.report import summary_table
 
     return summary_table(f"{name} (dry run)", summaries)
 
@@ -247,14 +261,14 @@ def resync_audience(
     audience_id: Annotated[str, typer.Argument(help="The audience to re-send.")],
 ) -> None:
     """Re-send the audience's attribute (true) to every current member; non-zero if it failed."""
+    from app.report import print_summaries
     from flows.audiences import resync_audience as resync_flow
-    from masivo_braze_sync.pipeline import AccountSummary
-    from masivo_braze_sync.report import print_summaries
-    from masivo_braze_sync.resync import ResyncFailed
+    from masivo_braze_sync.pipeline import RunFailed
+    from masivo_braze_sync.summary import AccountSummary
 
     try:
         summary = AccountSummary(**asyncio.run(resync_flow(account_id=account_id, audience_id=audience_id)))
-    except ResyncFailed as exc:
+    except RunFailed as exc:
         print_summaries(console, "audience resync", [exc.summary])
         raise _fail(str(exc), 1) from None
     except SyncError as exc:  # unknown account or audience, busy, configuration: nothing sent
@@ -270,6 +284,8 @@ def status() -> None:
 
     try:
         print_status(console, Database.from_settings())
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc), EXIT_TRANSIENT) from None
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
 
@@ -296,12 +312,49 @@ def emulator(
     serve(state, host="127.0.0.1", port=port, on_ready=lambda *_: None)
 
 
+@app.command("live")
+def live_command(
+    entity: Annotated[
+        list[str] | None, typer.Option("--entity", help="Only this entity (repeatable; default all).")
+    ] = None,
+    account: Annotated[list[str] | None, typer.Option("--account", help="Only this account (repeatable).")] = None,
+) -> None:
+    """Send changes as they commit (no Prefect server needed); Ctrl-C or SIGTERM stops cleanly."""
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.live import BatchLine, LiveSession
+    from masivo_braze_sync.live.signals import run_until_signalled
+
+    unknown = sorted(set(entity or ()) - set(ENTITIES))
+    if unknown:
+        raise _fail(f"unknown entity: {', '.join(unknown)} (choose from {', '.join(ENTITIES)})")
+
+    def show(line: BatchLine) -> None:
+        console.print(
+            f"{line.consumer}/{line.account_id}: {line.rows:,} changes, {line.objects_sent:,} objects "
+            f"in {line.requests:,} requests ({line.seconds:.3f}s)",
+            highlight=False,
+        )
+
+    try:
+        session = LiveSession(Database.from_settings(), entities=entity, account_ids=account, on_batch=show)
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+    console.print("live: listening for changes (Ctrl-C to stop)")
+    asyncio.run(
+        run_until_signalled(session, on_signal=lambda _: console.print("live: stopping after the batch in flight"))
+    )
+    from app.report import print_live_summary
+
+    print_live_summary(console, session.summary_rows())
+
+
 @app.command()
 def demo(
     events: Annotated[int, typer.Option(help="Events to seed per account.")] = 2_000,
 ) -> None:
     """Seed demo accounts, start the emulator, sync everything, print the summary."""
-    from masivo_braze_sync.demo import run_demo
+    from app.demo import run_demo
 
     try:
         code = run_demo(console, events_per_account=events)
@@ -319,8 +372,9 @@ def main() -> None:  # pragma: no cover - console entry point
     # the ephemeral server's telemetry heartbeat writes to its SQLite file while it starts and
     # hit "database is locked" there; nothing here can reach Prefect's telemetry anyway
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    limit_malloc_arenas()  # before any thread allocates (memory.py says why)
     app()
 
 
-if __name__ == "__main__":  # `python -m masivo_braze_sync.cli`
+if __name__ == "__main__":  # `python -m app.cli`
     main()

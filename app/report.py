@@ -5,40 +5,24 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from masivo_braze_sync.pipeline import AccountSummary
+from masivo_braze_sync.summary import COUNTERS, LABELS, AccountSummary
 
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "busy": "yellow"}
 
 
 def summary_table(entity: str, summaries: list[AccountSummary]) -> Table:
-    """One row per account: rows read, sent, rejected, requests, retries, seconds, error."""
+    """One row per account: its status, every counter (`summary.COUNTERS`) and its seconds."""
     table = Table(title=f"{entity}: per-account summary", title_justify="left")
-    for name, justify in (
-        ("account", "left"),
-        ("status", "left"),
-        ("read", "right"),
-        ("sent", "right"),
-        ("rejected", "right"),
-        ("skipped", "right"),
-        ("requests", "right"),
-        ("retries", "right"),
-        ("429s", "right"),
-        ("dup?", "right"),
-        ("secs", "right"),
-    ):
-        table.add_column(name, justify=justify, overflow="fold")
+    table.add_column("account", overflow="fold")
+    table.add_column("status", overflow="fold")
+    for name in COUNTERS:
+        table.add_column(LABELS[name], justify="right")
+    table.add_column("secs", justify="right")
     for s in summaries:
         table.add_row(
             s.account_id,
             f"[{STATUS_STYLE.get(s.status, 'white')}]{s.status}[/]",
-            f"{s.rows_read:,}",
-            f"{s.objects_sent:,}",
-            f"{s.rejected:,}",
-            f"{s.skipped:,}",
-            f"{s.requests:,}",
-            f"{s.retries:,}",
-            f"{s.rate_limited:,}",
-            f"{s.possibly_duplicated:,}",
+            *(f"{getattr(s, name):,}" for name in COUNTERS),
             f"{s.seconds:.2f}",
         )
     return table
@@ -61,3 +45,20 @@ def print_summaries(console: Console, entity: str, summaries: list[AccountSummar
             f"  attributes sent: {sent:,} (billed data points); a full re-send would cost {full:,} "
             f"({saved:.0f}% saved by sending only changed fields)"
         )
+
+
+def print_live_summary(console: Console, rows: list[dict]) -> None:
+    """A live session's totals, one row per (account, entity)."""
+    if not rows:
+        console.print("live: nothing was sent in this session.")
+        return
+    table = Table(title="live session: per-account summary", title_justify="left")
+    columns = ("account_id", "consumer", "status", "batches", "rows_read", "objects_sent", "requests", "failures")
+    for name in columns:
+        table.add_column(name.replace("_", " "), justify="left" if name in columns[:3] else "right")
+    for r in rows:
+        table.add_row(*(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in columns))
+    console.print(table)
+    for r in rows:
+        if r.get("error"):
+            console.print(f"  [red]{r['account_id']}[/] {r['consumer']}: {r['error']}")
