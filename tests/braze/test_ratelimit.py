@@ -240,8 +240,10 @@ def test_acquire_sleeps_and_reports_the_wait():
     t0 = time.monotonic()
     waited = asyncio.run(_acquire_all(limiter, 6))
     elapsed = time.monotonic() - t0
-    assert waited == pytest.approx(0.25, abs=0.01)
-    assert 0.24 <= elapsed < 0.6
+    # the slots are 0.05 s apart: five waits of at most 0.05 s, and no way to finish sooner; a
+    # late wake-up (a loaded machine) shortens the next wait by as much, so only the top is exact
+    assert 0 < waited <= 0.25 + 1e-6
+    assert elapsed >= 0.24
 
 
 # ---- threads and several event loops ----------------------------------------------------------
