@@ -43,7 +43,7 @@ def test_after_a_401_the_retries_and_the_fixed_run_report_no_possible_duplicates
 
     for _ in range(3):  # the scheduler retries every minute while the key is wrong
         failed = _run(db, "acct-1")
-        assert failed.summary.status == "failed"
+        assert failed.summary.status == "failed", failed.summary
         assert "401" in (failed.summary.error or "")
         assert failed.summary.possibly_duplicated == 0
     with db.connection() as conn:
