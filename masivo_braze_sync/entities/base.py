@@ -13,6 +13,7 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.capture import LogRange
 from masivo_braze_sync.extract import read_range
 
@@ -22,6 +23,47 @@ from masivo_braze_sync.extract import read_range
 OBJECT_SCHEMA = {"key": pl.String, "array": pl.String, "body": pl.Binary}
 #: frame of rows not sent: key, stage, reason
 REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
+
+#: the change-log rows of one account in a log range, in the parameters `read_range` binds:
+#: $1 account, $2/$3 after (txid, id), $4/$5 upto (an `EXTRACT_SQL` adds `entity = ...`)
+IN_LOG_RANGE = (
+    "account_id = $1 AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)"
+)
+#: the state of the customer joined as `c` (`missing`, `deleted` or `active`): objects for a
+#: deleted customer would re-create its profile in Braze, so every entity skips them
+CUSTOMER_STATE_SQL = """CASE WHEN c.id IS NULL THEN 'missing'
+            WHEN c.deleted_at IS NOT NULL THEN 'deleted'
+            ELSE 'active' END AS customer_state"""
+
+#: one rule of a verdict: (condition, verdict), e.g. (`pl.col("present").not_()`, "skip:row deleted")
+Rule = tuple[pl.Expr, str]
+
+
+def first_rule(rules: list[Rule], otherwise: str | None = None) -> pl.Expr:
+    """The verdict of the first rule whose condition holds (a null condition does not), else `otherwise`."""
+    expr = None
+    for condition, verdict in rules:
+        expr = (pl.when(condition) if expr is None else expr.when(condition)).then(pl.lit(verdict))
+    fallback = pl.lit(otherwise, dtype=pl.String)
+    return fallback if expr is None else expr.otherwise(fallback)
+
+
+#: the customer's profile is deleted: skipped, not rejected (the column is `CUSTOMER_STATE_SQL`'s)
+CUSTOMER_DELETED: Rule = (pl.col("customer_state") == "deleted", "skip:customer deleted")
+
+
+def customer_missing(kind: str = "reject") -> Rule:
+    """No such customer: `reject` (the row names one that should exist) or `skip`."""
+    return pl.col("customer_state") == "missing", f"{kind}:customer not found"
+
+
+def customer_id_rules(column: str = "customer_id") -> list[Rule]:
+    """External ids Braze refuses: empty, or longer than its limit in bytes (docs/braze.md#limits)."""
+    ids = pl.col(column).fill_null("").str.len_bytes()
+    return [
+        (ids == 0, "reject:customer id is empty"),
+        (ids > BRAZE.external_id_bytes, f"reject:customer id is longer than {BRAZE.external_id_bytes} bytes"),
+    ]
 
 
 @dataclass

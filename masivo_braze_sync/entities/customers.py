@@ -51,13 +51,15 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
-from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.entities.base import (
+    IN_LOG_RANGE,
     OBJECT_SCHEMA,
     REJECT_SCHEMA,
     AccountContext,
     Entity,
     Prepared,
+    customer_id_rules,
+    first_rule,
     judge,
     update_only,
 )
@@ -81,19 +83,17 @@ CONTROL_KEYS = frozenset(
     {"_update_existing_only", "_merge_objects", "push_token_import", "alias_name", "alias_label", "image_url"}
 )
 CUSTOM_PREFIX = "attr_"
-MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 TAG_PREFIX = "masivo_tag_"
 #: the custom attributes this entity owns under `masivo_`: no audience may write them
 CUSTOMER_KEYS = frozenset({"masivo_status", "masivo_tier", "masivo_points"})
 MIN_DOB_YEAR = 1900
 
-EXTRACT_SQL = """
+EXTRACT_SQL = f"""
 WITH changed AS (
     SELECT entity_key, min(id) AS first_id
     FROM braze_sync.change_log
-    WHERE entity = 'customers' AND account_id = $1
-      AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
+    WHERE entity = 'customers' AND {IN_LOG_RANGE}
     GROUP BY entity_key
 )
 SELECT ch.entity_key AS key,
@@ -287,20 +287,17 @@ class CustomersEntity(Entity):
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Decide per customer: upsert, delete, or skip (toggle off, deleted before ever sent)."""
         on = {t: ctx.toggles.get(t, False) for t in TOGGLES}
-        verdict = (
-            pl.when(pl.col("key").str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
-            .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
-            .when(pl.col("key").str.len_bytes() == 0)  # Braze refuses it (a delete: the whole request)
-            .then(pl.lit("reject:customer id is empty"))
-            .when(pl.col("active") & ~pl.col("sent_before"))
-            .then(pl.lit("upsert" if on["sync_customers_create"] else "skip:create toggle off"))
-            .when(pl.col("active"))
-            .then(pl.lit("upsert" if on["sync_customers_update"] else "skip:update toggle off"))
-            .when(~pl.col("sent_before"))
-            .then(pl.lit("skip:deleted before it was ever sent"))
-            .otherwise(pl.lit("delete" if on["sync_customers_delete"] else "skip:delete toggle off"))
-            .alias("action")
-        )
+        # an empty id is refused by Braze too (in a delete: the whole request)
+        new, active = pl.col("active") & ~pl.col("sent_before"), pl.col("active")
+        verdict = first_rule(
+            [
+                *customer_id_rules("key"),
+                (new, "upsert" if on["sync_customers_create"] else "skip:create toggle off"),
+                (active, "upsert" if on["sync_customers_update"] else "skip:update toggle off"),
+                (~pl.col("sent_before"), "skip:deleted before it was ever sent"),
+            ],
+            otherwise="delete" if on["sync_customers_delete"] else "skip:delete toggle off",
+        ).alias("action")
         action = pl.col("action")
         return judge(
             frame.with_columns(verdict), pl.when(action.is_in(["upsert", "delete"])).then(None).otherwise(action)
