@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from masivo_braze_sync.batch import DELETE, RequestPlan
 from masivo_braze_sync.budget import SharedBudget
 from masivo_braze_sync.errors import ConfigurationError, PermanentError, RetryableError
-from masivo_braze_sync.ledger import Ledger, Outcome
+from masivo_braze_sync.ledger import DeliveryOutcome, Ledger
 
 FLUSH_SECONDS = 0.2
 
@@ -61,7 +61,7 @@ async def deliver(
     Counts go to `stats` when given, so a caller keeps those of a delivery that raised.
     """
     stats = stats if stats is not None else DeliveryStats()
-    outcomes: list[Outcome] = []
+    outcomes: list[DeliveryOutcome] = []
     rejects: list[tuple[str, str]] = []
     queue: asyncio.Queue[tuple[RequestPlan, int] | None] = asyncio.Queue()
     failure: list[BaseException] = []
@@ -128,7 +128,7 @@ async def deliver(
             stats.rate_limited += result.rate_limited
             stats.possibly_duplicated += int(result.possibly_duplicated)
         outcomes.append(
-            Outcome(
+            DeliveryOutcome(
                 delivery_id,
                 status,
                 http_status,

@@ -54,7 +54,7 @@ class ResumeState:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """The final answer for one ledger row."""
 
     delivery_id: int
@@ -197,7 +197,7 @@ class Ledger:
             with self.db.connection() as conn:
                 conn.execute("UPDATE braze_sync.deliveries SET status = 'sending' WHERE id = ANY(%s)", (delivery_ids,))
 
-    def record_outcomes(self, outcomes: list[Outcome], rejects: list[tuple[str, str]], batch_id: int) -> None:
+    def record_outcomes(self, outcomes: list[DeliveryOutcome], rejects: list[tuple[str, str]], batch_id: int) -> None:
         """Record final answers, and the objects Braze refused inside them, in one transaction."""
         if not outcomes and not rejects:
             return

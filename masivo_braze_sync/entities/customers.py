@@ -138,6 +138,18 @@ class _Fields:
         else:
             self.put(name, value)
 
+    def json_object(self, name: str, raw: str | None) -> dict[str, Any]:
+        """A jsonb column that must hold an object; `{}` (and the column dropped) when it does not."""
+        try:
+            value = _json(raw)
+        except ValueError as exc:
+            self.drop(name, str(exc))
+            return {}
+        if not isinstance(value, dict):
+            self.drop(name, "not a JSON object")
+            return {}
+        return value
+
 
 def _phone(raw: str, country: str | None) -> str:
     try:
@@ -218,14 +230,7 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
         f.put("masivo_points", _number(row["points"]))
     except ValueError as exc:
         f.drop("masivo_points", str(exc))
-    try:
-        custom = _json(row["attributes"])
-    except ValueError as exc:
-        f.drop("attributes", str(exc))
-        custom = {}
-    if not isinstance(custom, dict):
-        f.drop("attributes", "not a JSON object")
-        custom = {}
+    custom = f.json_object("attributes", row["attributes"])
     flat, problems, notes = flatten_fields(custom)
     for key, problem in problems.items():
         f.dropped[_custom_name(key)] = f"custom attribute dropped: {problem}"
@@ -238,15 +243,7 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
     for key, note in notes.items():
         f.notes[_custom_name(key)] = f"field {_custom_name(key)} truncated: {note}"
     if tags:
-        try:
-            tag_values = _json(row["tags"])
-        except ValueError as exc:
-            f.drop("tags", str(exc))
-            tag_values = {}
-        if not isinstance(tag_values, dict):
-            f.drop("tags", "not a JSON object")
-            tag_values = {}
-        for key, value in tag_values.items():
+        for key, value in f.json_object("tags", row["tags"]).items():
             name = TAG_PREFIX + str(key)
             if len(name) > MAX_STRING:
                 f.drop(name[:60] + "...", f"key longer than {MAX_STRING} characters")
