@@ -29,6 +29,7 @@ from masivo_braze_sync.capture import LogRange, Position
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.entities.audiences import (
     AUDIENCES,
+    RESYNC_CONSUMER,
     attribute_key,
     attribute_objects,
     judge_customers,
@@ -42,7 +43,6 @@ from masivo_braze_sync.pipeline import AccountBusy, AccountRun, RunFailed
 from masivo_braze_sync.settings import Settings
 from masivo_braze_sync.summary import AccountSummary
 
-RESYNC_CONSUMER = "audiences-resync"
 CHUNK_ROWS = 20_000
 
 _MEMBERS = f"""

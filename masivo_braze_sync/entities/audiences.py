@@ -77,6 +77,8 @@ from masivo_braze_sync.entities.base import (
 from masivo_braze_sync.entities.customers import owned_by_customers
 
 KEY_PREFIX = "masivo_"
+#: the consumer of the manual resync of one audience (`masivo_braze_sync/resync.py`)
+RESYNC_CONSUMER = "audiences-resync"
 MAX_KEY_CHARS = BRAZE.string_chars  # custom attribute keys: docs/braze.md#user-attributes-object
 #: characters Braze refuses in keys (not printable): C0 and C1 controls, line/paragraph separators
 REFUSED_KEY_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -198,6 +200,9 @@ class AudiencesEntity(Entity):
     toggle = "sync_audiences"
     extract_sql = EXTRACT_SQL
     idempotent = True  # attribute sets computed from the state at sync time
+    #: a resync's refused object is keyed by customer id, which this sync's extract expands to the
+    #: customer's current memberships (the resynced audience among them)
+    retries_rejected_of = (RESYNC_CONSUMER,)
 
     def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
         """Queue every current membership of the account (`sync --full`): each live audience's

@@ -274,6 +274,7 @@ class CustomersEntity(Entity):
     name = "customers"
     captured = ("customers",)
     toggle = "sync_customers_update"
+    extra_toggles = ("sync_customers_create", "sync_customers_delete", "sync_customer_tags")
     extract_sql = EXTRACT_SQL
     idempotent = True  # attribute sets and deletes can be repeated without harm (only billed)
 
