@@ -37,7 +37,7 @@ class DeliveryStats:
 
 
 def _error_reason(error: dict) -> str:
-    # Braze's `type` is a fixed sentence or code (CONTRACT §3.1), never the value it refused
+    # Braze's `type` is a fixed sentence or code (docs/braze.md#request-and-response-format), never the value it refused
     return f"Braze refused the object: {str(error.get('type', 'unknown error'))[:200]}"
 
 

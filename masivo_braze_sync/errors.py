@@ -11,7 +11,7 @@
     └── RecordRejected            one record cannot be sent; it is recorded, the rest goes on
 
 Messages carry account ids, status codes and counts, never API keys, payloads or customer data:
-Prefect stores exception messages in its database (PREFECT.md 2.6).
+Prefect stores exception messages in its database (docs/prefect.md#result-persistence-and-what-prefect-stores).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ blocks just before they go out, and `delivered` / `rejected` as answers arrive. 
 to the batch's end only when every request has a final answer (`commit`). After a crash the open
 batch is taken up again: keys already delivered are not sent again, keys whose request was
 `sending` are sent again and counted as possible duplicates (Braze has no idempotency key,
-CONTRACT §9), and keys never sent are simply sent.
+docs/braze.md#request-and-response-format), and keys never sent are simply sent.
 """
 
 from __future__ import annotations

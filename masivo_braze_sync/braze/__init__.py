@@ -2,7 +2,7 @@
 
 endpoints   validate_rest_endpoint: an API key only ever goes to a Braze REST host
 ratelimit   RateLimiter (GCRA pacer), LimiterRegistry and the process-wide `limiters`
-headers     parse_rate_limit_headers: X-RateLimit-* and retry-after (CONTRACT §4)
+headers     parse_rate_limit_headers: X-RateLimit-* and retry-after (docs/braze.md#rate-limit-headers)
 client      BrazeClient: /users/track and /users/delete with pacing, retries, classification
 """
 

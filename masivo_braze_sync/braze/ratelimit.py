@@ -1,17 +1,17 @@
 """A per-workspace pacer that keeps requests under Braze's limit instead of reacting to 429s.
 
 Braze limits requests per workspace: by default 3,000 per 3 s on `/users/track` and 20,000 per
-minute on `/users/delete` and its sibling endpoints (CONTRACT §2.3, §8). Whether its window is
-fixed, sliding or a leaky bucket is unknown (CONTRACT §2.3); the local emulator uses fixed
+minute on `/users/delete` and its sibling endpoints (docs/braze.md#rate-limits). Whether its window is
+fixed, sliding or a leaky bucket is unknown; the local emulator uses fixed
 windows aligned to multiples of W since the epoch. A pacer that is safe against *every* window
 alignment is therefore needed, and that is what `RateLimiter` guarantees (proof in its
 docstring).
 
-Limits are per workspace, so one limiter must be shared by every flow run in the process,
-whatever event loop or thread it runs on: `LimiterRegistry` hands out the shared instance,
-keyed by `workspace_key(endpoint, api_key)` (the key only as a hash). Coordination *between*
-processes is Prefect's global rate limit (PREFECT.md 3.2); this module is the local pacer
-behind it.
+Limits are per workspace, so one limiter must be shared by every flow run in the process, whatever
+event loop or thread it runs on: `LimiterRegistry` hands out the shared instance, keyed by
+`workspace_key(endpoint, api_key)` (the key only as a hash). Coordination *between* processes is
+Prefect's global rate limit (docs/prefect.md#global-concurrency-limits); this module is the local
+pacer behind it.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ __all__ = [
 ]
 
 #: Registry bucket names: one budget per workspace for /users/track, one for /users/delete and its
-#: siblings (CONTRACT §8).
+#: siblings (docs/braze.md#deleting-users).
 TRACK_BUCKET = "track"
 DELETE_BUCKET = "delete"
-#: Braze's default `/users/track` limit: 3,000 requests per 3 s (CONTRACT §2.3). Configurable per account.
+#: Braze's default `/users/track` limit: 3,000 requests per 3 s (docs/braze.md#rate-limits). Configurable per account.
 TRACK_LIMIT = 3_000
 TRACK_WINDOW_SECONDS = 3.0
-#: Braze's default `/users/delete` limit: 20,000 requests per minute, shared with alias/identify/merge (§8).
+#: Braze's default `/users/delete` limit: 20,000 requests per minute, shared with alias/identify/merge
+#: (docs/braze.md#deleting-users).
 DELETE_LIMIT = 20_000
 DELETE_WINDOW_SECONDS = 60.0
 
@@ -51,7 +52,7 @@ DELETE_WINDOW_SECONDS = 60.0
 def workspace_key(base_url: str, api_key: str) -> str:
     """An opaque, loggable key for one Braze workspace: the endpoint plus a hash of the API key.
 
-    Braze enforces limits per workspace, not per key (CONTRACT §2.3), but the workspace id is
+    Braze enforces limits per workspace, not per key (docs/braze.md#rate-limits), but the workspace id is
     not known to us; the key is the closest proxy. Only a truncated SHA-256 of it is kept, so the
     result may appear in logs and Prefect limit names.
     """
@@ -142,7 +143,7 @@ class RateLimiter:
         self.interval = (self.window_seconds + self.slack_seconds) / (limit - burst)
         # Below this many remaining requests the shortfall cannot be ours alone: our own pacing
         # leaves about (N - B) * s / (W + s) unused in any window, so half of that (at least one,
-        # i.e. "pause at zero", CONTRACT §4) signals other producers or a lower real limit.
+        # i.e. "pause at zero", docs/braze.md#rate-limit-headers) signals other producers or a lower real limit.
         own_leftover = (limit - burst) * self.slack_seconds / (self.window_seconds + self.slack_seconds)
         self.low_water = max(1, math.floor(0.5 * own_leftover))
         self._clock = clock
@@ -217,10 +218,10 @@ class RateLimiter:
             self._tat = max(self._tat, self._not_before)
 
     def observe(self, *, remaining: int | None, reset_in: float | None) -> None:
-        """Feed Braze's `X-RateLimit-Remaining` / `-Reset` from a response (CONTRACT §4).
+        """Feed Braze's `X-RateLimit-Remaining` / `-Reset` from a response (docs/braze.md#rate-limit-headers).
 
         Other producers (other integrations, CDI syncs, other processes) draw from the same
-        workspace budget (CONTRACT §2.3), so when Braze says fewer than `low_water` requests
+        workspace budget (docs/braze.md#rate-limits), so when Braze says fewer than `low_water` requests
         remain, pause until the reset Braze announced. The pause is capped at one window: a
         longer reset belongs to a different (e.g. hourly) limit, and the next responses or a
         429 will keep us slow. Unknown values are ignored.

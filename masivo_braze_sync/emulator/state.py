@@ -40,7 +40,7 @@ class Workspace:
     #: `/users/delete` bucket (shared with alias/identify/merge on real Braze)
     delete_rate_limit: int = 20000
     delete_rate_window_seconds: float = 60.0
-    #: "per_array": 75 per array (legacy); "combined": 75 objects in total (CONTRACT §2.2)
+    #: "per_array": 75 per array (legacy); "combined": 75 objects in total (docs/braze.md#batching-regimes)
     batch_mode: str = "per_array"
     max_objects: int = 75
     max_delete_ids: int = 50

@@ -1,4 +1,4 @@
-"""Masivo orders → Braze purchases (`/users/track` `purchases`, CONTRACT §7).
+"""Masivo orders → Braze purchases (`/users/track` `purchases`, docs/braze.md#purchase-object).
 
 The unit is the order: a change to an order or to any of its lines makes the sync read the order
 again (current status, current lines, the customer) together with what Braze already has for it,
@@ -82,7 +82,7 @@ from masivo_braze_sync.iso4217 import is_currency
 from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
 
 PLUS, MINUS = "+", "-"
-MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (CONTRACT §7)
+MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (docs/braze.md#purchase-object)
 MAX_PARTS = 1000  # a line needing more purchases than this is refused (quantity over 100,000)
 FULFILLED = "FULFILLED"
 TERMINAL = ("REVERSED", "CANCELLED")
