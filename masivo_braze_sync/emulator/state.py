@@ -28,6 +28,14 @@ FAULT_KINDS = frozenset({"status", "rate_limit", "timeout", "applied_then_500", 
 REQUEST_TIMES_MAX = 100_000
 
 
+def _known_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """`data` when every key is a field of the dataclass `cls`, else ValueError naming the others."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {sorted(unknown)}")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class Workspace:
     """One Braze workspace as the emulator sees it: its REST key, limits and behaviour knobs."""
@@ -70,11 +78,7 @@ class Workspace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Workspace:
         """Build from JSON fields (admin API); unknown fields raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown workspace fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "workspace"))
 
 
 @dataclass(slots=True)
@@ -108,11 +112,7 @@ class Fault:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
         """Build from JSON fields (admin API); unknown fields raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "fault"))
 
 
 @dataclass(slots=True)

@@ -66,7 +66,9 @@ from masivo_braze_sync.entities.base import (
 from masivo_braze_sync.iso import COUNTRIES, LANGUAGES
 from masivo_braze_sync.properties import MAX_STRING, flatten_fields
 
-TOGGLES = ("sync_customers_create", "sync_customers_update", "sync_customers_delete", "sync_customer_tags")
+#: the toggles of this entity (`braze_integrations` columns)
+CREATE, UPDATE, DELETE = "sync_customers_create", "sync_customers_update", "sync_customers_delete"
+TAGS = "sync_customer_tags"
 GENDERS = {"MALE": "M", "FEMALE": "F", "OTHER": "O", "M": "M", "F": "F", "O": "O", "N": "N", "P": "P"}
 STANDARD_FIELDS = frozenset(
     {
@@ -273,28 +275,28 @@ class CustomersEntity(Entity):
 
     name = "customers"
     captured = ("customers",)
-    toggle = "sync_customers_update"
-    extra_toggles = ("sync_customers_create", "sync_customers_delete", "sync_customer_tags")
+    toggle = UPDATE
+    extra_toggles = (CREATE, DELETE, TAGS)
     extract_sql = EXTRACT_SQL
     idempotent = True  # attribute sets and deletes can be repeated without harm (only billed)
 
     def is_enabled(self, account: AccountConfig) -> bool:
         """The flow runs when any of create, update or delete is on."""
-        return any(account.is_on(t) for t in TOGGLES[:3])
+        return any(account.is_on(t) for t in (CREATE, UPDATE, DELETE))
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Decide per customer: upsert, delete, or skip (toggle off, deleted before ever sent)."""
-        on = {t: ctx.toggles.get(t, False) for t in TOGGLES}
+        on = {t: ctx.toggles.get(t, False) for t in self.toggles}
         # an empty id is refused by Braze too (in a delete: the whole request)
         new, active = pl.col("active") & ~pl.col("sent_before"), pl.col("active")
         verdict = first_rule(
             [
                 *customer_id_rules("key"),
-                (new, "upsert" if on["sync_customers_create"] else "skip:create toggle off"),
-                (active, "upsert" if on["sync_customers_update"] else "skip:update toggle off"),
+                (new, "upsert" if on[CREATE] else "skip:create toggle off"),
+                (active, "upsert" if on[UPDATE] else "skip:update toggle off"),
                 (~pl.col("sent_before"), "skip:deleted before it was ever sent"),
             ],
-            otherwise="delete" if on["sync_customers_delete"] else "skip:delete toggle off",
+            otherwise="delete" if on[DELETE] else "skip:delete toggle off",
         ).alias("action")
         action = pl.col("action")
         return judge(
@@ -303,7 +305,7 @@ class CustomersEntity(Entity):
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Changed fields as one attributes object per customer; deletes as delete objects."""
-        tags = ctx.toggles.get("sync_customer_tags", False)
+        tags = ctx.toggles.get(TAGS, False)
         keys, arrays, bodies = [], [], []
         state_rows: list[tuple[str, str | None, bool]] = []
         drops: list[tuple[str, str, str]] = []
