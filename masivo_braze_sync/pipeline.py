@@ -212,6 +212,8 @@ class AccountRun:
         s = self.settings
         track_limit, track_window = self.account.track_limit(s)
         delete_limit, delete_window = self.account.delete_limit(s)
+        # a configured limit caps the pacer; without one it follows Braze's announced limit
+        track_ceiling, delete_ceiling = self.account.track_ceiling(s), self.account.delete_ceiling(s)
         if self.budget_factory is not None:
             self.budgets = {
                 "track": self.budget_factory(self.account.workspace, "track", track_limit, track_window),
@@ -228,8 +230,12 @@ class AccountRun:
                     backoff_max_seconds=s.braze_backoff_max_seconds,
                     concurrency=s.braze_concurrency,
                 ),
-                track_limiter=limiters.get(self.account.workspace, "track", track_limit, track_window),
-                delete_limiter=limiters.get(self.account.workspace, "delete", delete_limit, delete_window),
+                track_limiter=limiters.get(
+                    self.account.workspace, "track", track_limit, track_window, ceiling=track_ceiling
+                ),
+                delete_limiter=limiters.get(
+                    self.account.workspace, "delete", delete_limit, delete_window, ceiling=delete_ceiling
+                ),
                 transport=self.transport,
                 allow_local=s.braze_allow_local_endpoints,
             )

@@ -1,11 +1,11 @@
 """The Braze REST client: `/users/track` and `/users/delete` with pacing, retries and classification.
 
-Shape, as HTTPX's own clients: the client holds policy (auth header, timeouts, retries, pacing) and
+Shape (PREFECT.md 4.3): the client holds policy (auth header, timeouts, retries, pacing) and
 delegates bytes on the wire to an `httpx.AsyncBaseTransport`, which tests replace with
 `httpx.MockTransport`. Every response is classified in one place, `classify_status`, the way
-singer-sdk's `validate_response` does (docs/braze.md#status-codes):
+singer-sdk's `validate_response` does (PREFECT.md 4.2):
 
-    2xx            success (201, or 202 "queued" from older docs); 201 may carry
+    2xx            success (201, or 202 "queued" from older docs, CONTRACT §3.2); 201 may carry
                    per-object `errors`, returned, not raised
     429            retry after the wait Braze asked for; the whole workspace pauses (RateLimited)
     5xx            retry with exponential backoff (RetryableError); may have been applied
@@ -19,17 +19,15 @@ headers of that attempt (and also pauses the shared limiter), and the loop has t
 attempts, 429s and "may have been applied" for the delivery ledger; expressing that through
 tenacity's callbacks was longer and harder to read than the loop itself.
 
-Braze has no idempotency key (docs/braze.md#request-and-response-format): a retried request
-whose earlier attempt landed is applied twice, so results and errors say whether that may have
-happened (`possibly_duplicated` on results, `possibly_applied` on exceptions).
+Braze has no idempotency key (CONTRACT §9): a retried request whose earlier attempt landed is
+applied twice, so results and errors say whether that may have happened (`possibly_duplicated`
+on results, `possibly_applied` on exceptions).
 
-Privacy (docs/prefect.md#result-persistence-and-what-prefect-stores): exception messages carry the
-endpoint path, status codes, counts and Braze's `message` when it is short and generic; never the
-key, the request body or the rest of the response body. The key is not in `repr(client)` and the
-client refuses to be pickled.
+Privacy (PREFECT.md 2.6): exception messages carry the endpoint path, status codes, counts and
+Braze's `message` when it is short and generic; never the key, the request body or the rest of
+the response body. The key is not in `repr(client)` and the client refuses to be pickled.
 
-One client belongs to one event loop (httpx connections are bound to it,
-docs/prefect.md#event-loops-and-http-clients):
+One client belongs to one event loop (httpx connections are bound to it, PREFECT.md 2.8):
 create it inside the async task that uses it. Its limiters, by contrast, are shared across
 loops and threads.
 """
@@ -43,6 +41,7 @@ import math
 import random
 import re
 import ssl
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -52,13 +51,10 @@ import orjson
 from masivo_braze_sync import __version__
 from masivo_braze_sync.braze.endpoints import validate_rest_endpoint
 from masivo_braze_sync.braze.headers import RateLimitHeaders, parse_rate_limit_headers
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.braze.ratelimit import (
     DELETE_BUCKET,
-    DELETE_LIMIT,
-    DELETE_WINDOW_SECONDS,
     TRACK_BUCKET,
-    TRACK_LIMIT,
-    TRACK_WINDOW_SECONDS,
     RateLimiter,
     limiters,
     workspace_key,
@@ -73,7 +69,6 @@ from masivo_braze_sync.errors import (
 )
 
 __all__ = [
-    "MAX_DELETE_IDS",
     "BrazeClient",
     "BrazeSettings",
     "DeleteResult",
@@ -84,8 +79,6 @@ __all__ = [
 
 TRACK_PATH = "/users/track"
 DELETE_PATH = "/users/delete"
-#: `/users/delete` accepts at most 50 ids per request (docs/braze.md#deleting-users).
-MAX_DELETE_IDS = 50
 
 # Braze's `message` goes into an exception only if it looks like a fixed phrase ("Bad Request",
 # "Max Input Length Exceeded", "Valid data must be provided in the 'attributes', ... fields."):
@@ -129,13 +122,15 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     for one, as with a single pool of `concurrency` connections.
     """
 
-    def __init__(self, concurrency: int, *, trust_env: bool) -> None:
+    def __init__(self, concurrency: int, *, trust_env: bool, proxy: str | None = None) -> None:
         shards = math.ceil(concurrency / SHARD_CONNECTIONS)
         size = math.ceil(concurrency / shards)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         ssl_context = _ssl_context(trust_env)  # one for all pools
         self._pools = [
-            httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits)
+            httpx.AsyncHTTPTransport(
+                verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits, proxy=proxy
+            )
             for _ in range(shards)
         ]
         self._busy = [0] * shards
@@ -159,6 +154,37 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+def _proxy_for(url: httpx.URL) -> str | None:
+    """The proxy the standard environment variables choose for `url`, or None (direct).
+
+    `HTTPS_PROXY` / `HTTP_PROXY` for the URL's scheme, else `ALL_PROXY`; `NO_PROXY` lists hosts
+    (a domain also covers its subdomains, with or without a leading dot), IP addresses,
+    `host:port` or `*` that go direct, as httpx and curl read them. httpx applies these only
+    when it builds its own transport; this client builds its own (sharded), so it asks here.
+    One client talks to one host, so the choice is made once.
+    """
+    env = urllib.request.getproxies_environment()  # either case; ignores HTTP_PROXY under CGI
+    proxy = env.get(url.scheme) or env.get("all")
+    if not proxy:
+        return None
+    host, port = url.host.lower(), url.port or (443 if url.scheme == "https" else 80)
+    for entry in (e.strip().lower() for e in env.get("no", "").split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        if "://" in entry:
+            entry = entry.split("://", 1)[1]
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        name = name.strip("[]") or entry
+        if entry_port and entry_port != str(port):
+            continue
+        domain = name.lstrip(".")
+        if host == domain or host.endswith(f".{domain}"):
+            return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class _Releasing(httpx.AsyncByteStream):
@@ -194,7 +220,7 @@ class BrazeSettings:
         backoff_max_seconds: cap of the exponential backoff.
         concurrency: requests in flight at once per client (also the connection pool size).
         max_retry_wait_seconds: the longest server-requested wait the client sleeps through;
-            if Braze asks for more (an hourly limit, docs/braze.md#rate-limits), the client raises at once
+            if Braze asks for more (an hourly limit, docs/braze.md#limits), the client raises at once
             with `retry_after` set so the run can be rescheduled instead of holding a worker.
     """
 
@@ -223,8 +249,7 @@ class TrackResult:
     """The outcome of one `/users/track` request that Braze accepted (2xx)."""
 
     status_code: int
-    #: Braze's per-object errors `[{type, input_array, index}]`; the rest was queued
-    #: (docs/braze.md#request-and-response-format)
+    #: Braze's per-object errors `[{type, input_array, index}]` (CONTRACT §3.1); the rest was queued
     errors: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 1
     retries: int = 0
@@ -242,7 +267,7 @@ class DeleteResult:
     """The outcome of one `/users/delete` request that Braze accepted (2xx)."""
 
     status_code: int
-    #: users queued for deletion, as Braze counted them (`{"deleted": n}`, docs/braze.md#deleting-users)
+    #: users queued for deletion, as Braze counted them (`{"deleted": n}`, CONTRACT §8)
     deleted: int = 0
     attempts: int = 1
     retries: int = 0
@@ -252,7 +277,7 @@ class DeleteResult:
 
 
 class Outcome(enum.Enum):
-    """What a status code means for the caller (docs/braze.md#status-codes)."""
+    """What a status code means for the caller (CONTRACT §3.2)."""
 
     SUCCESS = "success"
     RETRY = "retry"
@@ -262,7 +287,7 @@ class Outcome(enum.Enum):
 
 
 def classify_status(status_code: int) -> Outcome:
-    """Classify an HTTP status: retry only 429 and 5xx, never another 4xx (docs/braze.md#status-codes)."""
+    """Classify an HTTP status: retry only 429 and 5xx, never another 4xx (CONTRACT §3.2)."""
     if 200 <= status_code < 300:
         return Outcome.SUCCESS
     if status_code == 429 or status_code >= 500:
@@ -309,7 +334,7 @@ def _check_api_key(api_key: str) -> str:
     if not key:
         raise ConfigurationError("the Braze API key is empty")
     if key[0] in "\"'" or key[-1] in "\"'":
-        raise ConfigurationError("the Braze API key is wrapped in quotes; remove them (Braze answers 401)")
+        raise ConfigurationError("the Braze API key is wrapped in quotes; remove them (Braze answers 401, CONTRACT §1)")
     if any(not 33 <= ord(ch) <= 126 for ch in key):
         raise ConfigurationError("the Braze API key contains spaces, control characters or non-ASCII characters")
     return key
@@ -362,37 +387,36 @@ class BrazeClient:
         #: opaque limiter key: endpoint plus a hash of the API key
         self.workspace = workspace_key(self.base_url, key)
         self._track_limiter = track_limiter or limiters.get(
-            self.workspace, TRACK_BUCKET, TRACK_LIMIT, TRACK_WINDOW_SECONDS
+            self.workspace, TRACK_BUCKET, BRAZE.track_requests, BRAZE.track_window_seconds
         )
         self._delete_limiter = delete_limiter or limiters.get(
-            self.workspace, DELETE_BUCKET, DELETE_LIMIT, DELETE_WINDOW_SECONDS
+            self.workspace, DELETE_BUCKET, BRAZE.delete_requests, BRAZE.delete_window_seconds
         )
         is_local = not self.base_url.startswith("https://")
+        base = self.base_url.rstrip("/")
+        # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
+        # pipeline's CPU at 400 requests/s (benchmarks/RESULTS.md)
+        self._urls = {path: httpx.URL(base + path) for path in (TRACK_PATH, DELETE_PATH)}
         if transport is None:
-            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
+            # Operators behind a corporate proxy reach Braze through it (a CONNECT tunnel: the
+            # proxy sees the host name, never the key). A local emulator's plaintext traffic
+            # never goes to a proxy.
+            proxy = None if is_local else _proxy_for(self._urls[TRACK_PATH])
+            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local, proxy=proxy)
+        # Requests go to the transport itself, not through httpx.AsyncClient: its layers (header
+        # merging, cookies, auth and redirect hooks, URL joining) cost ~14% of the pipeline's
+        # CPU per request and give this client nothing: one host, fixed headers, no cookies, and
+        # redirects are never followed (the Authorization header would go wherever Location says).
+        self._transport = transport
+        self._headers = httpx.Headers(
+            {
                 "Authorization": f"Bearer {key}",
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": f"masivo-braze-sync/{__version__}",
-            },
-            timeout=httpx.Timeout(settings.timeout_seconds),
-            limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency),
-            http1=True,
-            http2=False,
-            # Never follow a redirect: the Authorization header would go wherever Location says.
-            follow_redirects=False,
-            transport=transport,
-            # Environment proxies are fine for https (CONNECT tunnel), but would see a local
-            # emulator's plaintext traffic and break loopback tests.
-            trust_env=not is_local,
+            }
         )
-        # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
-        # pipeline's CPU at 400 requests/s (benchmarks/RESULTS.md)
-        base = str(self._http.base_url).rstrip("/")
-        self._urls = {path: httpx.URL(base + path) for path in (TRACK_PATH, DELETE_PATH)}
+        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
         # Taken before the limiter so that a paced slot is used at once, not spent waiting for
         # a connection (which would bunch requests up and break the pacing bound).
         self._semaphore = asyncio.Semaphore(settings.concurrency)
@@ -415,8 +439,8 @@ class BrazeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool; the client cannot be used afterwards."""
-        await self._http.aclose()
+        """Close the connection pools; the client cannot be used afterwards."""
+        await self._transport.aclose()
 
     async def track(self, body: bytes) -> TrackResult:
         """POST an already-serialised `/users/track` body.
@@ -451,7 +475,7 @@ class BrazeClient:
         )
 
     async def delete(self, external_ids: list[str]) -> DeleteResult:
-        """Delete up to 50 users by `external_id` (docs/braze.md#deleting-users).
+        """Delete up to 50 users by `external_id` (CONTRACT §8).
 
         Args:
             external_ids: 1 to 50 non-empty external ids (one identifier type per request).
@@ -466,8 +490,10 @@ class BrazeClient:
         """
         if not external_ids:
             raise ValueError("external_ids is empty")
-        if len(external_ids) > MAX_DELETE_IDS:
-            raise ValueError(f"at most {MAX_DELETE_IDS} external_ids per /users/delete, got {len(external_ids)}")
+        if len(external_ids) > BRAZE.delete_ids_per_request:
+            raise ValueError(
+                f"at most {BRAZE.delete_ids_per_request} external_ids per /users/delete, got {len(external_ids)}"
+            )
         if not all(isinstance(i, str) and i for i in external_ids):
             raise ValueError("every external_id must be a non-empty string")
         body = orjson.dumps({"external_ids": list(external_ids)})
@@ -495,6 +521,19 @@ class BrazeClient:
                 "(e.g. inside the async task), its connections cannot move between loops"
             )
 
+    async def _send(self, path: str, body: bytes) -> httpx.Response:
+        """One POST on the transport; the response is read in full and its connection freed."""
+        request = httpx.Request(
+            "POST", self._urls[path], headers=self._headers, content=body, extensions=self._extensions
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     def _backoff(self, retry: int) -> float:
         cap = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2.0**retry)
         return self._random.uniform(0.0, cap)
@@ -512,16 +551,18 @@ class BrazeClient:
             async with self._semaphore:
                 tally.waited += await limiter.acquire()
                 try:
-                    response = await self._http.post(self._urls[path], content=body)
+                    response = await self._send(path, body)
                 except httpx.TransportError as exc:  # includes every httpx.TimeoutException
                     error = exc
                     if not isinstance(exc, _NOT_SENT):
                         tally.possibly_applied = True
+                finally:
+                    limiter.settle()
 
             asked: float | None = None  # the wait Braze asked for, if it did
             if response is not None:
                 info = parse_rate_limit_headers(response.headers)
-                limiter.observe(remaining=info.remaining, reset_in=info.reset_in)
+                limiter.observe(limit=info.limit, remaining=info.remaining, reset_in=info.reset_in)
                 outcome = classify_status(response.status_code)
                 if outcome is Outcome.SUCCESS:
                     return response, tally
@@ -531,7 +572,7 @@ class BrazeClient:
                 if response.status_code == 429:
                     tally.rate_limited += 1  # a 429 was refused before processing: never applied
                 else:
-                    tally.possibly_applied = True  # a 5xx may come after the write (docs/braze.md#status-codes)
+                    tally.possibly_applied = True  # a 5xx may come after the write (CONTRACT §3.2, §13)
 
             is_429 = response is not None and response.status_code == 429
             if asked is not None and asked > self.settings.max_retry_wait_seconds:
@@ -550,8 +591,10 @@ class BrazeClient:
 
     @staticmethod
     def _asked_wait(status_code: int, info: RateLimitHeaders) -> float | None:
-        """The wait the response asked for: retry-after, else (429 only) the window reset
-        (docs/braze.md#rate-limit-headers)."""
+        """The wait the response asked for: retry-after, else (429 only) the window reset.
+
+        docs/braze.md#rate-limit-headers
+        """
         if info.retry_after is not None:
             return info.retry_after
         if status_code == 429 and info.reset_in is not None:
