@@ -1,4 +1,4 @@
-"""The `masivo-braze` command line (DESIGN.md §3): db init, sync, status, emulator, demo."""
+"""The `masivo-braze` command line (README "Using it"): db init, sync, status, emulator, demo."""
 
 from __future__ import annotations
 

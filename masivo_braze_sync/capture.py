@@ -4,7 +4,8 @@ Triggers (migration 0001) append one `braze_sync.change_log` row per changed sou
 with the writing transaction's id (`txid xid8`). A consumer remembers a position `(txid, id)` and
 reads forward, but only rows whose transaction is below `pg_snapshot_xmin(pg_current_snapshot())`:
 every transaction below that horizon has finished, so nothing can ever appear behind a position
-taken from below it, however long a writer held its transaction open (notes/change-capture.md).
+taken from below it, however long a writer held its transaction open
+(docs/change-capture.md#the-change-log-and-the-horizon).
 The horizon is taken in the same statement as the read: READ COMMITTED gives each statement its
 own snapshot, and a horizon from an earlier statement could be stale.
 """
@@ -282,7 +283,7 @@ WHERE l.entity = %(entity)s AND l.account_id = %(account_id)s
 
 
 def prune(conn: psycopg.Connection, *, account_id: str, readers: dict[str, tuple[str, ...]]) -> int:
-    """Delete log rows every consumer that reads them has committed past (notes/change-capture.md §4).
+    """Delete log rows every consumer that reads them has committed past (docs/change-capture.md#pruning).
 
     `readers` maps consumer name → the log entities it reads. An entity's rows go only below the
     lowest cursor of all its readers; a reader that never ran for the account keeps them all.

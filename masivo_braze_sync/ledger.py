@@ -7,7 +7,7 @@ blocks just before they go out, and `delivered` / `rejected` as answers arrive. 
 to the batch's end only when every request has a final answer (`commit`). After a crash the open
 batch is taken up again: keys already delivered are not sent again, keys whose request was
 `sending` are sent again and counted as possible duplicates (Braze has no idempotency key,
-CONTRACT §9), and keys never sent are simply sent.
+docs/braze.md#request-and-response-format), and keys never sent are simply sent.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ResumeState:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """The final answer for one ledger row."""
 
     delivery_id: int
@@ -200,7 +200,7 @@ class Ledger:
             with self.db.connection() as conn:
                 conn.execute("UPDATE braze_sync.deliveries SET status = 'sending' WHERE id = ANY(%s)", (delivery_ids,))
 
-    def record_outcomes(self, outcomes: list[Outcome], rejects: list[tuple[str, str]], batch_id: int) -> None:
+    def record_outcomes(self, outcomes: list[DeliveryOutcome], rejects: list[tuple[str, str]], batch_id: int) -> None:
         """Record final answers, and the objects Braze refused inside them, in one transaction."""
         if not outcomes and not rejects:
             return
