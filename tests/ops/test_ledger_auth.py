@@ -37,7 +37,7 @@ def test_after_a_401_the_retries_and_the_fixed_run_report_no_possible_duplicates
 
     monkeypatch.setenv("MASIVO_BRAZE_CONCURRENCY", "4")  # some requests wait behind the first answers
     get_settings.cache_clear()
-    make_account("acct-1", customers=1, api_key="revoked-key")
+    make_account("acct-1", customers=1, api_key="key-of-no-workspace")  # ("<account>-key" is a workspace's)
     ids = add_events("acct-1", 40 * 75)
     settle(db, "acct-1")  # other sessions on the server may hold the horizon back a moment
 
