@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from decimal import Decimal
+
+import psycopg
 
 from masivo_braze_sync.db import Database
 
@@ -48,3 +52,63 @@ def braze_revenue(emulator, account: str) -> dict[str, Decimal]:
         cid: sum((Decimal(repr(p["price"])) * p["quantity"] for p in profile.purchases), Decimal(0))
         for cid, profile in emulator.profiles(account).items()
     }
+
+
+class Writers:
+    """Writers inserting events in transactions held open for random times, some rolled back.
+
+    `start()` runs `n` writer threads, each doing `transactions` transactions; `join()` waits for
+    them. `committed` and `rolled_back` list the event ids of each outcome. An `updated_at` or id
+    watermark would skip the rows of a transaction that commits after a later one was read.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        account: str,
+        *,
+        n: int = 6,
+        transactions: int = 6,
+        holds: tuple[float, ...] = (0.005, 0.05, 0.3, 1.0, 2.0),
+    ) -> None:
+        self.database_url, self.account, self.transactions, self.holds = database_url, account, transactions, holds
+        self.committed: list[str] = []
+        self.rolled_back: list[str] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._write, args=(i,)) for i in range(n)]
+
+    def start(self) -> Writers:
+        """Start every writer."""
+        for t in self._threads:
+            t.start()
+        return self
+
+    def alive(self) -> bool:
+        """Whether any writer is still writing."""
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self) -> None:
+        """Wait for every writer to finish."""
+        for t in self._threads:
+            t.join()
+
+    def _write(self, n: int) -> None:
+        rng = random.Random(n)
+        with psycopg.connect(self.database_url) as conn:
+            for txn in range(self.transactions):
+                ids = [f"w{n}-t{txn}-e{i}" for i in range(rng.randint(1, 30))]
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO events (id, account_id, customer_id, type, properties, occurred_at) "
+                        "VALUES (%s, %s, %s, 'VISIT', jsonb_build_object('eid', %s::text), now())",
+                        [(i, self.account, f"c{1 + rng.randrange(5)}", i) for i in ids],
+                    )
+                time.sleep(rng.choice(self.holds))  # hold the transaction open
+                if rng.random() < 0.2:
+                    conn.rollback()
+                    with self._lock:
+                        self.rolled_back.extend(ids)
+                else:
+                    conn.commit()
+                    with self._lock:
+                        self.committed.extend(ids)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import random
-import threading
 import time
 from collections import Counter
 
-import psycopg
-
 from masivo_braze_sync.pipeline import AccountBusy
+from tests.capture_helpers import Writers
 from tests.live.conftest import wait_for
 
 
@@ -18,42 +15,15 @@ def test_six_writers_with_long_transactions_and_rollbacks_every_committed_event_
 ):
     make_account("acct-1", customers=5)
     live()
-    committed: list[str] = []
-    rolled_back: list[str] = []
-    lock = threading.Lock()
-
-    def writer(n: int) -> None:
-        rng = random.Random(n)
-        with psycopg.connect(database_url) as conn:
-            for txn in range(5):
-                ids = [f"w{n}-t{txn}-e{i}" for i in range(rng.randint(1, 30))]
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO events (id, account_id, customer_id, type, properties, occurred_at) "
-                        "VALUES (%s, 'acct-1', %s, 'VISIT', jsonb_build_object('eid', %s::text), now())",
-                        [(i, f"c{1 + rng.randrange(5)}", i) for i in ids],
-                    )
-                time.sleep(rng.choice([0.005, 0.05, 0.3, 1.0]))  # hold the transaction open
-                if rng.random() < 0.2:
-                    conn.rollback()
-                    with lock:
-                        rolled_back.extend(ids)
-                else:
-                    conn.commit()
-                    with lock:
-                        committed.extend(ids)
-
-    writers = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for w in writers:
-        w.start()
-    for w in writers:
-        w.join()
+    writers = Writers(database_url, "acct-1", transactions=5, holds=(0.005, 0.05, 0.3, 1.0)).start()
+    writers.join()
     # no scheduled run and no sweep is needed: the wake-ups alone bring every committed event
-    wait_for(lambda: set(received("acct-1")) >= set(committed), what="every committed event")
+    wait_for(lambda: set(received("acct-1")) >= set(writers.committed), what="every committed event")
     time.sleep(0.3)  # anything sent twice would show up now
     got = Counter(received("acct-1"))
-    assert set(got) == set(committed)
+    assert set(got) == set(writers.committed)
     assert all(n == 1 for n in got.values()), "an event was delivered twice"
+    assert not set(got) & set(writers.rolled_back)
 
 
 def test_live_and_scheduled_runs_on_the_same_account_send_nothing_twice(
