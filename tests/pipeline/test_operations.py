@@ -42,7 +42,7 @@ def test_status_shows_backlog_last_success_last_error_and_rejected(make_account,
     assert cells_1[col["last success"]] != "never"
     assert cells_1[col["rejected"]] == "2"
     assert cells_2[col["last success"]] == "never"
-    assert "401" in cells_2[col["last error"]]
+    assert "refused the API key" in cells_2[col["last error"]]  # (401) follows on the folded line
     assert "wrong" not in out
 
 
