@@ -82,14 +82,13 @@ async def sync_account(entity: str, account_id: str) -> dict:
         ENTITIES[entity],
         account,
         budget_factory=prefect_budget if shared_server_configured() else None,
-        stage_runner=stages.run_stage,
     )
     run.flow_run_id = flow_run.get_id()
     bar: ProgressBar | None = None
     try:
         async with run:
             bar = ProgressBar(f"{entity} backlog of account {account_id}")
-            while await run.step() is not None:
+            while await stages.run_batch(run.step) is not None:
                 bar.set(100.0 * run.progress_done / max(run.progress_total, 1))
     except AccountBusy as exc:
         logger.warning("%s", exc)
