@@ -16,15 +16,26 @@ from typing import TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
+
+from masivo_braze_sync.errors import SyncError
 
 T = TypeVar("T")
 
 
 @task(name="batch", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
 async def _batch(call: Callable[[], Awaitable[T]]) -> T:
-    return await call()
+    try:
+        return await call()
+    except SyncError as exc:
+        # ours (ids and counts only): the task fails with its message in one line, where a raise
+        # would log a traceback; `run_batch` raises `exc` again (docs/operations.md#logs)
+        return Failed(message=str(exc), data=exc)
 
 
 async def run_batch(step: Callable[[], Awaitable[T]]) -> T:
     """Run one step of an account run (a batch through every stage) as one Prefect task."""
-    return await _batch(step)
+    out = await _batch(step)
+    if isinstance(out, State):  # a task returns a state it ends in as is: raise what failed it
+        raise await out.aresult(raise_on_failure=False)
+    return out
