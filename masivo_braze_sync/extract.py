@@ -9,6 +9,7 @@ log range (`Settings.batch_rows`), so memory stays flat however large the backlo
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -16,60 +17,80 @@ import polars as pl
 
 from masivo_braze_sync.capture import LogRange
 
-#: one ADBC connection per worker thread and URL, kept for the thread's life (the process's):
-#: ADBC connections are not thread-safe, and asyncio's worker threads are reused by every batch
-_local = threading.local()
-#: for this reader's sessions only (one per thread): holds a batch's sort in memory
+#: idle ADBC connections per process and URL, shared by every thread: ADBC connections are not
+#: thread-safe, so each read takes one for itself and gives it back; a new one costs a session
+#: (a backend fork and an authentication), and asyncio's worker threads come and go with each
+#: event loop (every flow run has its own)
+_idle: dict[tuple[int, str], list[adbc.Connection]] = {}
+_idle_lock = threading.Lock()
+#: idle connections kept per URL; more concurrent reads open their own and close them after
+KEEP_IDLE = 4
+#: for this reader's sessions only: holds a batch's sort in memory
 WORK_MEM = "64MB"
 
 
-def _connection(url: str) -> adbc.Connection:
-    # one ADBC connection per thread and URL: opening one costs a few ms, and a read reuses it
-    conns: dict[str, adbc.Connection] = getattr(_local, "conns", None) or {}
-    _local.conns = conns
-    conn = conns.get(url)
-    if conn is None:
-        conn = adbc.connect(url, autocommit=True)
-        try:
-            with contextlib.closing(conn.cursor()) as cur:
-                # a batch's rows are sorted in change order by the server: at the default 4 MB the
-                # sort of a 20,000-row batch spills to disk (EXPLAIN: "external merge"), ~10% of a read
-                cur.execute(f"SET work_mem = '{WORK_MEM}'")
-        except Exception:
-            conn.close()
-            raise
-        conns[url] = conn
+def _open(url: str) -> adbc.Connection:
+    conn = adbc.connect(url, autocommit=True)
+    try:
+        with contextlib.closing(conn.cursor()) as cur:
+            # a batch's rows are sorted in change order by the server: at the default 4 MB the
+            # sort of a 20,000-row batch spills to disk (EXPLAIN: "external merge"), ~10% of a read
+            cur.execute(f"SET work_mem = '{WORK_MEM}'")
+    except Exception:
+        conn.close()
+        raise
     return conn
+
+
+def _take(url: str) -> tuple[adbc.Connection, bool]:
+    """An idle connection (reused=True) or a new one."""
+    with _idle_lock:
+        conns = _idle.get((os.getpid(), url))
+        if conns:
+            return conns.pop(), True
+    return _open(url), False
+
+
+def _give_back(url: str, conn: adbc.Connection) -> None:
+    with _idle_lock:
+        conns = _idle.setdefault((os.getpid(), url), [])
+        if len(conns) < KEEP_IDLE:
+            conns.append(conn)
+            return
+    conn.close()
 
 
 def read_frame(url: str, query: str, parameters: tuple) -> pl.DataFrame:
     """Run `query` ($1, $2 ... placeholders) and return the result as a polars frame."""
-    reused = url in (getattr(_local, "conns", None) or {})
+    conn, reused = _take(url)
     try:
-        return _read(url, query, parameters)
+        frame = _read(conn, query, parameters)
     except Exception:
+        # a broken connection (server restart) must not poison the next read
+        with contextlib.suppress(Exception):  # already failing: the original error matters
+            conn.close()
         if not reused:
             raise
-    # the connection kept from an earlier read may have died since (a server restart): a read
-    # has no side effects, so it is tried once more on a fresh connection
-    return _read(url, query, parameters)
-
-
-def _read(url: str, query: str, parameters: tuple) -> pl.DataFrame:
-    try:
-        # the driver's cursor straight to Arrow: `pl.read_database` does the same, but first asks
-        # whether the connection is SQLAlchemy's, which imports SQLAlchemy's ORM on a process's
-        # first read (~1 s here, with the import lock held: every account's first read waited)
-        with contextlib.closing(_connection(url).cursor()) as cur:
-            cur.execute(query, parameters)
-            return pl.from_arrow(cur.fetch_arrow_table())
-    except Exception:
-        # a broken connection (server restart) must not poison the thread's next read
-        conn = getattr(_local, "conns", {}).pop(url, None)
-        if conn is not None:
-            with contextlib.suppress(Exception):  # already failing: the original error matters
+        # the connection kept from an earlier read may have died since (a server restart): a
+        # read has no side effects, so it is tried once more on a fresh connection
+        conn = _open(url)
+        try:
+            frame = _read(conn, query, parameters)
+        except Exception:
+            with contextlib.suppress(Exception):
                 conn.close()
-        raise
+            raise
+    _give_back(url, conn)
+    return frame
+
+
+def _read(conn: adbc.Connection, query: str, parameters: tuple) -> pl.DataFrame:
+    # the driver's cursor straight to Arrow: `pl.read_database` does the same, but first asks
+    # whether the connection is SQLAlchemy's, which imports SQLAlchemy's ORM on a process's
+    # first read (~1 s here, with the import lock held: every account's first read waited)
+    with contextlib.closing(conn.cursor()) as cur:
+        cur.execute(query, parameters)
+        return pl.from_arrow(cur.fetch_arrow_table())
 
 
 def read_range(url: str, query: str, *, account_id: str, log_range: LogRange) -> pl.DataFrame:

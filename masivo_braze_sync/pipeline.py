@@ -6,8 +6,8 @@
 the counters). `step()` drives one batch through every stage, reading the next range ahead while
 the batch is delivered when the entity declares `read_ahead`; `run()` steps until caught up.
 Batch flows, the audience resync and live mode all drive `step()`: the caller decides how a stage
-is executed (`stage_runner`: inline by default, a Prefect task in `tasks/stages.py`) and the
-`source` where batches come from (the change log by default, `source.py`).
+is executed (`stage_runner`: inline by default; the flows run each whole step as one Prefect task,
+`tasks/stages.py`) and the `source` where batches come from (the change log by default, `source.py`).
 """
 
 from __future__ import annotations

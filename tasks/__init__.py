@@ -1,6 +1,6 @@
 """Prefect tasks: thin wrappers over the core pipeline's stages (`masivo_braze_sync.pipeline`).
 
-A stage task receives a call with no arguments that closes over the account run, so nothing it
+A batch task receives a call with no arguments that closes over the account run, so nothing it
 works on (frames of customer rows, payloads, the API key) becomes a task parameter; the frames it
 returns are customer data and stay in this process: tasks run with `persist_result=False`
 (docs/prefect.md#result-persistence-and-what-prefect-stores). Every task has

@@ -1,8 +1,11 @@
-"""The pipeline's stages as Prefect tasks: `AccountRun.step()` runs each stage through `run_stage`.
+"""An account run's batches as Prefect tasks: the flow runs each `AccountRun.step()` through `run_batch`.
 
 The stage loop lives in the core (`masivo_braze_sync/pipeline.py`); this module only decides how a
-stage shows in Prefect: one task run per batch and stage (a task is a chunk, never a request).
-A task receives the stage as a call with no arguments, so no frame, payload or key becomes a task
+batch shows in Prefect: one task run per batch (a task is a chunk, never a request). A task run
+costs several API round trips and ~16 ms of the flow process's CPU, so one per stage (four or
+five per batch) was a large part of Prefect's share of a run (benchmarks/RESULTS.md); the
+batch's stage timings stay in its result and the run's summary.
+A task receives the step as a call with no arguments, so no frame, payload or key becomes a task
 parameter.
 """
 
@@ -16,27 +19,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
 from masivo_braze_sync.errors import SyncError
-from masivo_braze_sync.pipeline import STAGES
 
 T = TypeVar("T")
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, log_prints=False)
-async def _stage(call: Callable[[], Awaitable[T]]) -> T:
+@task(name="batch", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+async def _batch(call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
     except SyncError as exc:
         # ours (ids and counts only): the task fails with its message in one line, where a raise
-        # would log a traceback; `run_stage` raises `exc` again (docs/operations.md#logs)
+        # would log a traceback; `run_batch` raises `exc` again (docs/operations.md#logs)
         return Failed(message=str(exc), data=exc)
 
 
-_TASKS = {name: _stage.with_options(name=name) for name in STAGES}
-
-
-async def run_stage(name: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run one stage of an account run as a Prefect task named after the stage."""
-    out = await _TASKS[name](call)
+async def run_batch(step: Callable[[], Awaitable[T]]) -> T:
+    """Run one step of an account run (a batch through every stage) as one Prefect task."""
+    out = await _batch(step)
     if isinstance(out, State):  # a task returns a state it ends in as is: raise what failed it
         raise await out.aresult(raise_on_failure=False)
     return out

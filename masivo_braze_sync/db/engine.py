@@ -9,6 +9,7 @@ Three drivers reach the same database: psycopg 3 for statements and transactions
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import sqlalchemy as sa
+from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from masivo_braze_sync.errors import ConfigurationError, DatabaseUnavailable
@@ -117,12 +119,79 @@ def connect(url: str, *, autocommit: bool = False, retry: ConnectRetry = CONNECT
     raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
+@dataclass(frozen=True)
+class PoolSettings:
+    """The per-process pool of sessions `Database.connection()` draws from.
+
+    A batch takes ~20 short sessions (ledger blocks, flushes, the commit); a new Postgres session
+    costs a backend fork and an authentication, a pooled one a round trip to check it is alive.
+    """
+
+    #: sessions kept per process and URL; more callers at once wait for one to come back
+    max_size: int = 12
+    #: how long a caller waits for a pooled session before connecting on its own; the direct
+    #: connection retries and names the cause (Postgres away, a refused login)
+    wait_seconds: float = 2.0
+    #: an idle session is closed after this long, so an idle worker holds none
+    max_idle_seconds: float = 60.0
+    #: how long the pool keeps reconnecting in the background after a failure
+    reconnect_seconds: float = 20.0
+
+
+POOL = PoolSettings()
+
+_pools_lock = threading.Lock()
+_pools: dict[tuple[int, str], ConnectionPool] = {}
+
+
+def _reset(conn: psycopg.Connection) -> None:
+    # a caller may have asked for autocommit; the next one expects a transaction
+    if conn.autocommit:
+        conn.autocommit = False
+
+
+def _pool_for(url: str, settings: PoolSettings) -> ConnectionPool:
+    """The process's pool for `url`, opened on first use. Keyed by pid too: a forked child must
+    never use its parent's sessions."""
+    key = (os.getpid(), url)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = ConnectionPool(
+                url,
+                kwargs={"application_name": "masivo-braze-sync"},
+                min_size=0,
+                max_size=settings.max_size,
+                reset=_reset,
+                max_idle=settings.max_idle_seconds,
+                reconnect_timeout=settings.reconnect_seconds,
+                num_workers=1,
+                name="masivo-braze-sync",
+                open=True,
+            )
+            _pools[key] = pool
+        return pool
+
+
+def _close_pool(url: str) -> None:
+    with _pools_lock:
+        pool = _pools.pop((os.getpid(), url), None)
+    if pool is not None:
+        pool.close(timeout=5)
+
+
 @dataclass
 class Database:
-    """Connection factory for one database URL, shared by a process's pipeline code."""
+    """Connection factory for one database URL, shared by a process's pipeline code.
+
+    `connection()` hands out pooled sessions (one pool per process and URL, shared by every
+    `Database` of that URL). Sessions that hold state beyond a transaction never come from it:
+    the per-(entity, account) advisory lock and live mode's LISTEN each open their own (`connect`).
+    """
 
     url: str
     connect_retry: ConnectRetry = CONNECT_RETRY
+    pool: PoolSettings = POOL
     _engine: sa.Engine | None = field(default=None, repr=False)
 
     @classmethod
@@ -132,13 +201,49 @@ class Database:
 
     @contextmanager
     def connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """A psycopg connection; without autocommit, commits on success and rolls back on error."""
-        conn = connect(self.url, autocommit=autocommit, retry=self.connect_retry)
+        """A psycopg connection; without autocommit, commits on success and rolls back on error.
+
+        Raises:
+            DatabaseUnavailable: Postgres did not accept a connection within the retries.
+            ConfigurationError: Postgres refused the connection for its settings.
+        """
+        pool = _pool_for(self.url, self.pool)
+        conn = self._pooled(pool)
+        if conn is None:
+            # no live pooled session in time (Postgres away, refusing us, or every session busy):
+            # a direct connection retries with backoff and raises the specific error
+            conn = connect(self.url, autocommit=autocommit, retry=self.connect_retry)
+            try:
+                with conn:
+                    yield conn
+            finally:
+                conn.close()
+            return
         try:
-            with conn:
+            if autocommit:
+                conn.autocommit = True
+            with conn:  # commits or rolls back; a pooled connection is not closed by it
                 yield conn
         finally:
-            conn.close()
+            pool.putconn(conn)  # a broken session is discarded, an open transaction rolled back
+
+    def _pooled(self, pool: ConnectionPool) -> psycopg.Connection | None:
+        """A live session from the pool, or None. Each is checked with an empty query before use
+        (one round trip): a Postgres restart leaves the pool's idle sessions dead, and those are
+        dropped with all their idle siblings rather than handed out."""
+        for _ in range(2):
+            try:
+                conn = pool.getconn(timeout=self.pool.wait_seconds)
+            except PoolTimeout:
+                return None
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error:
+                pool.putconn(conn)  # broken: discarded
+                pool.drain()  # the idle ones died with it
+                continue
+            return conn
+        return None
 
     @property
     def engine(self) -> sa.Engine:
@@ -151,7 +256,8 @@ class Database:
         return self._engine
 
     def dispose(self) -> None:
-        """Close pooled SQLAlchemy connections."""
+        """Close pooled connections: SQLAlchemy's and the process's pool for this URL."""
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        _close_pool(self.url)

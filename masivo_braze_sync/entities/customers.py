@@ -114,9 +114,29 @@ ORDER BY ch.first_id
 STATE_SCHEMA = {"key": pl.String, "hashes": pl.String, "deleted": pl.Boolean}
 
 
+def _hash(value: Any) -> str:
+    return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
+
+
+#: scalar values repeat from profile to profile (a country, a tier, a flag, null): their hashes are
+#: computed once; keyed by type too, since `True`, `1` and `1.0` hash differently
+_HASHES: dict[tuple[type, Any], str] = {}
+_MAX_HASHES = 50_000  # then it starts over: memory stays bounded whatever values arrive
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def value_hash(value: Any) -> str:
     """A short, stable hash of a field's value (null included)."""
-    return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
+    kind = type(value)
+    if kind not in _SCALARS:
+        return _hash(value)
+    key = (kind, value)
+    found = _HASHES.get(key)
+    if found is None:
+        if len(_HASHES) >= _MAX_HASHES:
+            _HASHES.clear()
+        found = _HASHES[key] = _hash(value)
+    return found
 
 
 class _Fields:
