@@ -209,13 +209,24 @@ class LiveSession:
         run.flow_run_id = self.flow_run_id
         return run
 
-    async def drive(self, run: AccountRun, stop: asyncio.Event) -> None:
-        """Micro-batches of one run until nothing is readable (or `stop`: never mid-batch)."""
+    async def drive(self, run: AccountRun, stop: asyncio.Event) -> int:
+        """Micro-batches of one run while its reads come back full (a backlog: back to back, as a
+        batch run), until one that was not, or nothing is readable (or `stop`: never mid-batch).
+
+        Returns the batches done. Stopping at a read that was not full gives the account's other
+        consumers their turn: under a steady trickle every read finds a few rows, and a loop
+        "until nothing is readable" would keep, say, events waiting for customers to stop changing.
+        """
+        batches = 0
         while not stop.is_set():
             result = await run.step()
             if result is None:
-                return
+                break
+            batches += 1
             self._emit(run, result.rows_read, result.objects_sent, result.requests, result.seconds)
+            if result.range.rows < self.settings.batch_rows:  # caught up (or ended at a whole request)
+                break
+        return batches
 
     def _emit(self, run: AccountRun, rows: int, objects: int, requests: int, seconds: float) -> None:
         t = self._totals(run.account.account_id, run.entity.name)

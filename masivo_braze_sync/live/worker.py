@@ -131,9 +131,10 @@ class AccountWorker:
         for entity in self._ordered(due):
             if stop.is_set() or self.stop.is_set():
                 return  # still pending: the next session takes it up
+            self.pending.looking(entity.name)
             try:
                 run = await self._open(entity)
-                await self.session.drive(run, stop)
+                batches = await self.session.drive(run, stop)
                 if stop.is_set():
                     return
                 waiting = await asyncio.to_thread(self._waiting, entity)
@@ -143,10 +144,12 @@ class AccountWorker:
             except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
                 await self._failed(entity, exc)
                 return
-            if waiting:
-                self.pending.held(entity.name)
-            else:
+            if not waiting:
                 self.pending.done(entity.name)
+            elif batches:  # the account's other consumers had their turn first: back in the next round
+                self.pending.again(entity.name)
+            else:
+                self.pending.held(entity.name)
         self.failures.reset()
         self.db_failure = False
 
