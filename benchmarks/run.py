@@ -406,18 +406,16 @@ class LiveProcess:
         return json.loads(self.out.read_text()) if self.out.exists() else {}
 
 
-def _xacts(db_url: str) -> int:
-    """Transactions committed or rolled back in the benchmark's database so far (every statement
-    outside an explicit transaction is one): pg_stat_statements is usually not loaded."""
-    name = urlsplit(db_url).path.lstrip("/")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)
-        ).fetchone()[0]
-
-
-#: a backend reports its counters to pg_stat_database within 10 s of going idle (PostgreSQL 15)
-STATS_FLUSH_S = 11.0
+def _bursts(times: list[float], gap: float = 1.0) -> list[int]:
+    """Statements per burst (a burst ends at a pause longer than `gap` seconds)."""
+    out: list[int] = []
+    last = None
+    for t in sorted(times):
+        if last is None or t - last > gap:
+            out.append(0)
+        out[-1] += 1
+        last = t
+    return out
 
 
 def _settle(em: Emulator, accounts: list[str], quiet_s: float = 2.0, timeout: float = 300.0) -> None:
@@ -442,6 +440,14 @@ def live_phase(
     seen = {a: len(em.admin.get(f"/workspaces/{a}/arrivals").json()["arrivals"]) for a in accounts}
     record: dict = {}
     cpu0 = live.cpu_seconds()
+    spy = None
+    if PY_SPY and "--seconds" in extra:  # the live process's active samples while the writers run
+        seconds = str(math.ceil(float(extra[extra.index("--seconds") + 1])))  # py-spy takes whole seconds
+        spy = subprocess.Popen(
+            [*PY_SPY[:2], "--rate", "200", "--format", "raw", "--pid", str(live.proc.pid), "--duration", seconds,
+             "-o", str(logdir / f"live-process-{tag}.pyspy.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     with machine_load(record, em):
         data = run_worker(
             "writers",
@@ -450,6 +456,8 @@ def live_phase(
             env, logdir, f"live-{tag}",
         )  # fmt: skip
         _settle(em, accounts)
+    if spy is not None:
+        spy.wait(60)
     record["live_cpu_s"] = live.cpu_seconds() - cpu0
     commits: dict[str, float] = data["commits"]
     arrived: dict[str, list[float]] = {}
@@ -527,15 +535,13 @@ def live_scenario(em: Emulator, env: dict[str, str], server_url: str, args: argp
         try:
             _settle(em, accounts)  # the seeded customers first
             log("live: caught up with the seed; idle ...")
-            time.sleep(STATS_FLUSH_S)  # the catch-up's counters reach pg_stat_database first
+            time.sleep(2.0)
             idle: dict = {"seconds": args.idle_seconds}
             with machine_load(idle):
-                x0, c0 = _xacts(db_url), live.cpu_seconds()
+                t0, c0 = time.time(), live.cpu_seconds()
                 time.sleep(args.idle_seconds)
                 idle["live_cpu_pct"] = 100 * (live.cpu_seconds() - c0) / args.idle_seconds
-            time.sleep(STATS_FLUSH_S)  # the window's own counters, reported within 10 s of going idle
-            idle["xacts"] = _xacts(db_url) - x0 - 1  # minus this measurement's first read
-            idle["xacts_window_s"] = args.idle_seconds + STATS_FLUSH_S
+                idle["window"] = [t0, time.time()]
             res["idle"] = idle
             log(f"live idle: {idle}")
             customers = args.live_customers // len(accounts)
@@ -549,6 +555,11 @@ def live_scenario(em: Emulator, env: dict[str, str], server_url: str, args: argp
             res["pairs"] = live_phase("pairs", **common, extra=["--pairs", str(args.live_pairs)])
         finally:
             res["process"] = live.stop()
+    times = res["process"].pop("statement_times", [])
+    if "idle" in res:
+        lo, hi = res["idle"]["window"]
+        res["idle"]["bursts"] = _bursts([t for t in times if lo <= t <= hi])
+        log(f"live idle: statements per burst {res['idle']['bursts']}")
     return res
 
 
@@ -593,9 +604,13 @@ def live_table(live: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
     idle = live["idle"]
     row(f"live, idle: CPU of the live process over {idle['seconds']:g} s", f"{idle['live_cpu_pct']:.2f}% of one core",
         "< 2%", idle["live_cpu_pct"] < 2, "idle-cpu")  # fmt: skip
+    bursts = idle.get("bursts", [])
     row(
-        f"live, idle: Postgres transactions in {idle['xacts_window_s']:g} s (sweep every {args.live_sweep_s:g} s)",
-        str(idle["xacts"]),
+        f"live, idle: statements to Postgres in {idle['seconds']:g} s (sweep every {args.live_sweep_s:g} s)",
+        f"{sum(bursts)} in {len(bursts)} burst(s) ({', '.join(map(str, bursts)) or '-'})",
+        f"<= {math.ceil(idle['seconds'] / args.live_sweep_s)} burst(s): the sweeps only",
+        len(bursts) <= math.ceil(idle["seconds"] / args.live_sweep_s),
+        "idle-queries",
     )
     pr = live["pairs"]
     row(
@@ -810,7 +825,9 @@ def main() -> int:
     )
     parser.add_argument("--live-customers", type=int, default=4_000, help="live scenario: customers seeded")
     parser.add_argument("--live-seconds", type=float, default=30.0, help="live scenario: seconds per rate")
-    parser.add_argument("--idle-seconds", type=float, default=20.0, help="live scenario: idle measurement")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=32.0, help="live scenario: idle measurement (covers one 30 s sweep)"
+    )
     parser.add_argument("--live-pairs", type=int, default=100, help="live scenario: new customer + event pairs")
     parser.add_argument(
         "--py-spy",

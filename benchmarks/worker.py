@@ -295,6 +295,7 @@ def live(ns: argparse.Namespace) -> None:
     from masivo_braze_sync.live import BatchLine, LiveSession
     from masivo_braze_sync.live.signals import run_until_signalled
 
+    statements = _count_statements()
     batches: Counter[str] = Counter()
     rows: Counter[str] = Counter()
     requests: Counter[str] = Counter()
@@ -326,8 +327,42 @@ def live(ns: argparse.Namespace) -> None:
             "sweeps": session.sweeps,
             "reconnects": session.listener.reconnects,
             "summary": session.summary_rows(),
+            "statement_times": statements,
         },
     )
+
+
+def _count_statements() -> list[float]:
+    """The epoch time of every statement this process sends through psycopg (the live scenario
+    counts what it sends while idle; pg_stat_statements is usually not loaded). Measurement only:
+    a wrapper around the cursors' execute methods (the connections' execute goes through them)."""
+    import functools
+
+    import psycopg
+
+    times: list[float] = []
+
+    def sync(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            times.append(time.time())
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    def asynchronous(fn):
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            times.append(time.time())
+            return await fn(*args, **kwargs)
+
+        return wrapper
+
+    for cls in (psycopg.Cursor, psycopg.ServerCursor):
+        cls.execute = sync(cls.execute)
+    psycopg.Cursor.executemany = sync(psycopg.Cursor.executemany)
+    psycopg.AsyncCursor.execute = asynchronous(psycopg.AsyncCursor.execute)
+    return times
 
 
 #: what a writer's change is, by share of the changes: events 60%, purchases 20%, customer updates 20%
@@ -346,6 +381,8 @@ def writers(ns: argparse.Namespace) -> None:
 
     accounts = ns.accounts.split(",")
     commits: dict[str, float] = {}
+    # every 100th seeded customer is soft-deleted (seed.py): its changes are skipped by design
+    live_customers = [g for g in range(1, ns.customers + 1) if g % 100]
     lock = threading.Lock()
 
     def steady(n: int, account: str) -> None:
@@ -369,11 +406,11 @@ def writers(ns: argparse.Namespace) -> None:
                                 "INSERT INTO public.events (id, account_id, customer_id, type, properties, "
                                 "occurred_at) VALUES (%s, %s, %s, 'STORE_VISIT', "
                                 "jsonb_build_object('eid', %s::text, 'channel', 'app'), now())",
-                                (ident, account, f"{account}-c{1 + rng.randrange(ns.customers)}", ident),
+                                (ident, account, f"{account}-c{rng.choice(live_customers)}", ident),
                             )
                             keys.append(f"event:{ident}")
                         elif kind == "purchase":
-                            customer = f"{account}-c{1 + rng.randrange(ns.customers)}"
+                            customer = f"{account}-c{rng.choice(live_customers)}"
                             cur.execute(
                                 "INSERT INTO public.orders (account_id, id, customer_id, status, currency, "
                                 "fulfilled_at) VALUES (%s, %s, %s, 'FULFILLED', 'COP', now())",
@@ -386,7 +423,7 @@ def writers(ns: argparse.Namespace) -> None:
                             )
                             keys.append(f"purchase:{ident}")
                         else:  # a customer update: points carries a value unique to this change
-                            customer = f"{account}-c{1 + (seq * 7919 + n) % ns.customers}"
+                            customer = f"{account}-c{live_customers[(seq * 7919 + n) % len(live_customers)]}"
                             points = ns.points_base + n * 10_000_000 + seq
                             cur.execute(
                                 "UPDATE public.customers SET points = %s, updated_at = now() "
