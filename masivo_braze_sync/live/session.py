@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from masivo_braze_sync.accounts import AccountConfig, load_accounts
 from masivo_braze_sync.budget import BlockBudget, SharedBudget
 from masivo_braze_sync.db.engine import Database
+from masivo_braze_sync.db.reuse import ReusingDatabase
 from masivo_braze_sync.entities import ENTITIES, Entity
 from masivo_braze_sync.live.listener import Listener
 from masivo_braze_sync.live.worker import AccountWorker
@@ -77,7 +78,8 @@ class LiveSession:
         unknown = sorted(set(entities or ()) - set(ENTITIES))
         if unknown:
             raise ValueError(f"unknown entities: {', '.join(unknown)}")
-        self.db = db
+        #: the session's micro-batches reuse connections (db/reuse.py says why)
+        self.db = ReusingDatabase.of(db)
         self.settings = settings or get_settings()
         #: consumers in round order (customers first: docs/live.md#order)
         self.order: list[Entity] = [e for name, e in ENTITIES.items() if not entities or name in entities]
@@ -113,6 +115,7 @@ class LiveSession:
             await asyncio.gather(listener, sweeper, return_exceptions=True)
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
+            self.db.close_idle()
 
     async def _sweep_timer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
