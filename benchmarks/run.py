@@ -12,6 +12,9 @@ One command, one run, one table. It
 5. scenario "unlimited" (the emulator's limit set very high, the pipeline's pacer too): the
    hand-written baseline (same bodies, prebuilt, plain httpx loop, same concurrency), the flow,
    and the core pipeline;
+   scenarios "unannounced" (the limited scenario's limit, but the pipeline is not told it: it
+   follows Braze's X-RateLimit-* headers) and "competing" (not told either; the workspace allows
+   twice that and another producer takes half of it, evenly);
 6. with `--rss-check`, a second database with a 2,000,000-event backlog synced by the CLI;
 7. prints the table (medians of `--repeats` runs, interleaved) and writes it with every raw
    number to `benchmarks/results/` (git-ignored); drops the databases and stops the emulator.
@@ -140,7 +143,9 @@ class Emulator:
         self.url = line
         self.admin = httpx.Client(base_url=f"{line}/_emulator", timeout=120)
 
-    def configure(self, accounts: list[str], *, per_second: float, window: float, latency: float) -> None:
+    def configure(
+        self, accounts: list[str], *, per_second: float, window: float, latency: float, competing: float = 0.0
+    ) -> None:
         for a in accounts:
             r = self.admin.post(
                 "/workspaces",
@@ -150,6 +155,7 @@ class Emulator:
                     "rate_limit": int(per_second * window),
                     "rate_window_seconds": window,
                     "latency_seconds": latency,
+                    "competing_per_second": competing,
                 },
             )
             r.raise_for_status()
@@ -295,14 +301,24 @@ def scenario(
     logdir: Path,
     db_url: str,
     kinds: tuple[str, ...],
+    announced_only: bool = False,
+    competing: float = 0.0,
 ) -> dict:
+    """Run `kinds` against workspaces allowing `per_second` (None: no limit) for us.
+
+    `announced_only`: the pipeline is not told the limit (it follows Braze's headers);
+    `competing`: another producer takes this many requests/s on top of `per_second`.
+    """
     window = args.window
-    limit = int(per_second * window) if per_second else UNLIMITED  # per workspace and window
-    em.configure(accounts, per_second=limit / window, window=window, latency=args.latency_ms / 1000)
-    run_env = env | {
-        "MASIVO_TRACK_RATE_LIMIT": str(limit),
-        "MASIVO_TRACK_RATE_WINDOW_SECONDS": str(window),
-    }
+    limit = int(per_second * window) if per_second else UNLIMITED  # per workspace and window, ours
+    workspace_limit = limit + int(competing * window)
+    em.configure(
+        accounts, per_second=workspace_limit / window, window=window, latency=args.latency_ms / 1000,
+        competing=competing,
+    )  # fmt: skip
+    run_env = env | {"MASIVO_TRACK_RATE_WINDOW_SECONDS": str(window)}
+    if not announced_only:
+        run_env["MASIVO_TRACK_RATE_LIMIT"] = str(limit)
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(args.repeats):
         for kind in kinds:  # interleaved: noise from the machine spreads over every kind
@@ -330,7 +346,7 @@ def scenario(
                 + f", load {record['loadavg_before']}, busy {record['machine_busy_pct']}% (ours {record['ours_pct']}%)"
             )
             runs[kind].append(record)
-    return {"per_second": per_second, "runs": runs}
+    return {"per_second": per_second, "competing": competing, "announced_only": announced_only, "runs": runs}
 
 
 def stage_rates(data: dict) -> dict[str, float]:
@@ -720,6 +736,35 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             + _fmt(med([r["delivery"]["objects_per_s"] for r in core])),
         )
 
+    for key, what in (
+        ("unannounced", "limit not configured, only announced"),
+        ("competing", "not configured; another producer takes half"),
+    ):
+        if key not in res["scenarios"]:
+            continue
+        sc = res["scenarios"][key]
+        ps = sc["per_second"]
+        runs = [r for kind in sc["runs"].values() for r in kind]
+        d = [r["delivery"] for r in runs]
+        vs_floor = max(x["vs_floor_worst"] for x in d)
+        share = max(x["rate_limited"] / x["requests"] for x in d)
+        title = f"{key} ({what}; {ps:,.0f}/s for us per workspace, {args.latency_ms:g} ms)"
+        row(
+            f"{title}: delivery time vs floor (worst workspace, worst run)",
+            f"{_fmt(med([x['delivery_s_worst'] for x in d]), 2)} s vs {_fmt(med([x['floor_s_worst'] for x in d]), 2)} s"
+            f" = {vs_floor:.3f} x",
+            "<= 1.15 x",
+            vs_floor <= 1.15,
+            f"{key}-floor",
+        )
+        row(
+            f"{title}: 429s / requests (worst run)",
+            f"{max(x['rate_limited'] for x in d)} / {_fmt(med([x['requests'] for x in d]))} = {100 * share:.2f}%",
+            "<= 1%",
+            share <= 0.01,
+            f"{key}-429",
+        )
+
     if "unlimited" in res["scenarios"]:
         un = res["scenarios"]["unlimited"]["runs"]
         b = med([r["delivery"]["objects_per_s"] for r in un["baseline"]])
@@ -820,7 +865,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("stages", "limited", "unlimited", "live"),
+        choices=("stages", "limited", "unlimited", "unannounced", "competing", "live"),
         help="run only these parts (repeatable; default: all). The table then shows what was measured",
     )
     parser.add_argument("--live-customers", type=int, default=4_000, help="live scenario: customers seeded")
@@ -870,7 +915,7 @@ def main() -> int:
         stack.callback(em.stop)
         log(f"emulator at {em.url} (pid {em.proc.pid})")
 
-        only = set(args.only or ("stages", "limited", "unlimited", "live"))
+        only = set(args.only or ("stages", "limited", "unlimited", "unannounced", "competing", "live"))
         accounts = seeding.account_ids(args.accounts)
         res["seeded"] = {}
         if only - {"live"} or args.rss_check:  # the backlog scenarios share one seeded database
@@ -903,6 +948,17 @@ def main() -> int:
             res["scenarios"]["limited"] = scenario(
                 "limited", em=em, env=env, accounts=accounts, per_second=args.rate_limit / len(accounts), args=args,
                 logdir=logdir, db_url=db_url, kinds=("flow", "core"),
+            )  # fmt: skip
+        per_workspace = args.rate_limit / len(accounts)
+        if "unannounced" in only:  # issue 16: the pipeline learns the limit from Braze's answers
+            res["scenarios"]["unannounced"] = scenario(
+                "unannounced", em=em, env=env, accounts=accounts, per_second=per_workspace, args=args,
+                logdir=logdir, db_url=db_url, kinds=("core", "flow"), announced_only=True,
+            )  # fmt: skip
+        if "competing" in only:  # the workspace allows twice our share; another producer takes half
+            res["scenarios"]["competing"] = scenario(
+                "competing", em=em, env=env, accounts=accounts, per_second=per_workspace, args=args,
+                logdir=logdir, db_url=db_url, kinds=("core",), announced_only=True, competing=per_workspace,
             )  # fmt: skip
         if "unlimited" in only:
             res["scenarios"]["unlimited"] = scenario(

@@ -147,6 +147,8 @@ def core(ns: argparse.Namespace) -> None:
     t_start, cpu = time.perf_counter(), time.process_time()
     summaries = asyncio.run(main())
     t_end, run_cpu = time.perf_counter(), time.process_time() - cpu
+    from masivo_braze_sync.braze import limiters
+
     _write(
         ns.out,
         {
@@ -156,6 +158,8 @@ def core(ns: argparse.Namespace) -> None:
             "stage_seconds": dict(timer.seconds),
             "stage_rows": dict(timer.rows),
             "summaries": [s.as_dict() for s in summaries],
+            # what the pacer learned from Braze's headers (issue 16)
+            "pacers": [p for p in limiters.snapshot() if p["bucket"] == "track"],
         },
     )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.rows import dict_row
 
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.errors import ConfigurationError
 from masivo_braze_sync.settings import Settings
 
@@ -73,15 +74,27 @@ class AccountConfig:
         return f"{(self.rest_endpoint or '').rstrip('/').lower()}#{digest}"
 
     def track_limit(self, settings: Settings) -> tuple[int, float]:
-        """(requests, window seconds) for /users/track: the account's override or the default."""
+        """(requests, window seconds) for /users/track: the configured limit, else Braze's default."""
         return (
-            self.track_rate_limit or settings.track_rate_limit,
+            self.track_ceiling(settings) or BRAZE.track_requests,
             self.track_rate_window_seconds or settings.track_rate_window_seconds,
         )
 
+    def track_ceiling(self, settings: Settings) -> int | None:
+        """The configured /users/track limit (the account's, else the process's), or None.
+
+        A configured limit is the most the pacer uses; without one it follows what Braze
+        announces (docs/braze.md#rate-limit-headers).
+        """
+        return self.track_rate_limit or settings.track_rate_limit
+
     def delete_limit(self, settings: Settings) -> tuple[int, float]:
         """(requests, window seconds) for /users/delete."""
-        return (self.delete_rate_limit or settings.delete_rate_limit, settings.delete_rate_window_seconds)
+        return (self.delete_ceiling(settings) or BRAZE.delete_requests, settings.delete_rate_window_seconds)
+
+    def delete_ceiling(self, settings: Settings) -> int | None:
+        """The configured /users/delete limit, or None (see `track_ceiling`)."""
+        return self.delete_rate_limit or settings.delete_rate_limit
 
 
 ACCOUNTS_SQL = f"""

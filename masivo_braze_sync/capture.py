@@ -60,24 +60,50 @@ class Read:
         return not self.full
 
 
-# `least` ignores a NULL bound: a consumer with no bound reads up to the horizon
+@dataclass(frozen=True)
+class Bound:
+    """Another consumer of the account whose delivered changes a read must not overtake."""
+
+    consumer: str
+    #: the change-log entities that consumer reads
+    entities: tuple[str, ...]
+
+
+# The bound is where the bound consumer stands *now*: when it has nothing readable left (no open
+# batch, no change after its cursor below the horizon), everything of it below the horizon is
+# delivered and the bound is the horizon itself; otherwise it is the horizon it last caught up to
+# (NULL when it never did: `least` ignores it, so a consumer that never ran holds nobody back).
 NEXT_RANGE_SQL = """
-WITH taken AS (
+WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+bound AS (
+    SELECT CASE
+        WHEN %(bound)s::text IS NULL THEN NULL
+        WHEN NOT EXISTS (SELECT 1 FROM braze_sync.batches b
+                         WHERE b.consumer = %(bound)s AND b.account_id = %(account_id)s AND b.status = 'open')
+         AND NOT EXISTS (SELECT 1 FROM braze_sync.change_log l
+                         WHERE l.entity = ANY(%(bound_entities)s) AND l.account_id = %(account_id)s
+                           AND (l.txid, l.id) > coalesce(
+                               (SELECT (c.txid, c.log_id) FROM braze_sync.cursors c
+                                WHERE c.consumer = %(bound)s AND c.account_id = %(account_id)s),
+                               ('0'::xid8, 0::bigint))
+                           AND l.txid < (SELECT xmin FROM snap))
+        THEN (SELECT xmin FROM snap)
+        ELSE (SELECT horizon FROM braze_sync.caught_up WHERE consumer = %(bound)s AND account_id = %(account_id)s)
+    END AS horizon
+),
+upto AS (SELECT least((SELECT xmin FROM snap), (SELECT horizon FROM bound)) AS horizon),
+taken AS (
     SELECT txid, id
     FROM braze_sync.change_log
     WHERE entity = ANY(%(entities)s) AND account_id = %(account_id)s
       AND (txid, id) > (%(txid)s::text::xid8, %(log_id)s)
-      AND txid < (SELECT least(pg_snapshot_xmin(pg_current_snapshot()),
-                               (SELECT horizon FROM braze_sync.caught_up
-                                WHERE consumer = %(bound)s AND account_id = %(account_id)s)))
+      AND txid < (SELECT horizon FROM upto)
     ORDER BY txid, id
     LIMIT %(limit)s
 )
 SELECT count(*), max(txid::text::numeric)::text,
        (SELECT id FROM taken ORDER BY txid DESC, id DESC LIMIT 1),
-       least(pg_snapshot_xmin(pg_current_snapshot()),
-             (SELECT horizon FROM braze_sync.caught_up WHERE consumer = %(bound)s AND account_id = %(account_id)s)
-       )::text
+       (SELECT horizon FROM upto)::text
 FROM taken
 """
 
@@ -89,13 +115,14 @@ def read_next(
     account_id: str,
     after: Position,
     limit: int,
-    bound_by: str | None = None,
+    bound_by: Bound | None = None,
 ) -> Read:
     """The next at most `limit` committed changes after `after`, with the horizon the read used.
 
-    `bound_by` names another consumer of the account: the read then also stays below the horizon
-    that consumer last caught up to (`record_caught_up`), when it has one (docs/live.md#profile-before-event).
-    The snapshot, the bound and the rows come from one statement, so they agree.
+    `bound_by` names another consumer of the account whose delivered changes the read must not
+    overtake: the read stays below the horizon that consumer has caught up to (the current horizon
+    when it has nothing readable left; docs/live.md#profile-before-event). The snapshot, the bound
+    and the rows come from one statement, so they agree.
     """
     count, txid, log_id, horizon = conn.execute(
         NEXT_RANGE_SQL,
@@ -105,7 +132,8 @@ def read_next(
             "txid": str(after.txid),
             "log_id": after.log_id,
             "limit": limit,
-            "bound": bound_by,
+            "bound": bound_by.consumer if bound_by else None,
+            "bound_entities": list(bound_by.entities) if bound_by else [],
         },
     ).fetchone()
     rng = LogRange(after=after, upto=Position(int(txid), int(log_id)), rows=int(count)) if count else None

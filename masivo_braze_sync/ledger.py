@@ -19,6 +19,7 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.capture import (
+    Bound,
     LogRange,
     Position,
     position_at,
@@ -72,7 +73,7 @@ class Ledger:
         consumer: str,
         account_id: str,
         *,
-        bound_by: str | None = None,
+        bound_by: Bound | None = None,
         tracks_catch_up: bool = False,
     ) -> None:
         self.db = db

@@ -212,6 +212,8 @@ class AccountRun:
         s = self.settings
         track_limit, track_window = self.account.track_limit(s)
         delete_limit, delete_window = self.account.delete_limit(s)
+        # a configured limit caps the pacer; without one it follows Braze's announced limit
+        track_ceiling, delete_ceiling = self.account.track_ceiling(s), self.account.delete_ceiling(s)
         if self.budget_factory is not None:
             self.budgets = {
                 "track": self.budget_factory(self.account.workspace, "track", track_limit, track_window),
@@ -228,8 +230,12 @@ class AccountRun:
                     backoff_max_seconds=s.braze_backoff_max_seconds,
                     concurrency=s.braze_concurrency,
                 ),
-                track_limiter=limiters.get(self.account.workspace, "track", track_limit, track_window),
-                delete_limiter=limiters.get(self.account.workspace, "delete", delete_limit, delete_window),
+                track_limiter=limiters.get(
+                    self.account.workspace, "track", track_limit, track_window, ceiling=track_ceiling
+                ),
+                delete_limiter=limiters.get(
+                    self.account.workspace, "delete", delete_limit, delete_window, ceiling=delete_ceiling
+                ),
                 transport=self.transport,
                 allow_local=s.braze_allow_local_endpoints,
             )
@@ -314,7 +320,11 @@ class AccountRun:
         s = self.summary
         s.rows_read -= order.height - int(cut["i"][0])
         for frame in self._rejects:
-            s.rejected -= frame.filter(pl.col("key").is_in(later) & (pl.col("stage") != "field")).height
+            left = frame.filter(pl.col("key").is_in(later))
+            notes = left.filter(pl.col("stage") == "field").height
+            s.rejected -= left.height - notes
+            if notes:
+                s.metrics["field_notes"] -= notes
         for frame in self._skips:
             for reason, count in frame.filter(pl.col("key").is_in(later)).group_by("reason").len().iter_rows():
                 s.skipped -= count
@@ -492,7 +502,10 @@ class AccountRun:
     def _note(self, out: Prepared) -> None:
         if out.rejected.height:
             self._rejects.append(out.rejected)
-            self.summary.rejected += out.rejected.filter(pl.col("stage") != "field").height
+            notes = out.rejected.filter(pl.col("stage") == "field").height
+            self.summary.rejected += out.rejected.height - notes
+            if notes:  # sent, with a field dropped or cut: recorded, and counted apart
+                self.summary.metrics["field_notes"] = self.summary.metrics.get("field_notes", 0) + notes
         if out.state is not None:
             self._states.append(out.state)
         if out.skipped_keys is not None and out.skipped_keys.height:

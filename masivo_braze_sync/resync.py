@@ -27,8 +27,14 @@ from masivo_braze_sync.accounts import AccountConfig, known_account_ids, load_ac
 from masivo_braze_sync.budget import SharedBudget
 from masivo_braze_sync.capture import LogRange, Position
 from masivo_braze_sync.db.engine import Database, connect
-from masivo_braze_sync.entities.audiences import AUDIENCES, attribute_key, attribute_objects, judge_customers
-from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared
+from masivo_braze_sync.entities.audiences import (
+    AUDIENCES,
+    attribute_key,
+    attribute_objects,
+    judge_customers,
+    key_problem,
+)
+from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared, update_only
 from masivo_braze_sync.errors import SyncError
 from masivo_braze_sync.extract import read_frame
 from masivo_braze_sync.ledger import BatchRef, try_lock
@@ -74,7 +80,9 @@ class AudienceResync(Entity):
         ids = frame.get_column("customer_id").to_list()
         keys = frame.get_column("attribute").to_list()
         return Prepared(
-            frame=attribute_objects({c: {k: True} for c, k in zip(ids, keys, strict=True)}),
+            frame=attribute_objects(
+                {c: {k: True} for c, k in zip(ids, keys, strict=True)}, update_only=update_only(ctx)
+            ),
             metrics={"attributes_set": len(ids)},
         )
 
@@ -105,10 +113,8 @@ def _target(db: Database, account_id: str, audience_id: str) -> tuple[AccountCon
             f"account {account_id}: the Braze integration is disabled or the Audiences toggle is off; nothing sent"
         )
     key = attribute_key(name)
-    if key is None:
-        raise ResyncRefused(
-            f"audience {audience_id} of account {account_id}: the name is too long for a Braze attribute key"
-        )
+    if key is None:  # the reason names no data: a rule and the keys it protects
+        raise ResyncRefused(f"audience {audience_id} of account {account_id}: {key_problem(name)}; nothing sent")
     return account, key
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from masivo_braze_sync.braze.limits import BRAZE
+
 #: the checkout (or install) root: the embedded Postgres lives in a git-ignored folder here
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,10 +43,16 @@ class Settings(BaseSettings):
     braze_max_retries: int = Field(default=6, ge=0)
     braze_backoff_base_seconds: float = Field(default=0.5, ge=0)
     braze_backoff_max_seconds: float = Field(default=60.0, ge=0)
-    track_rate_limit: int = Field(default=3000, ge=1, description="/users/track requests per window.")
-    track_rate_window_seconds: float = Field(default=3.0, gt=0)
-    delete_rate_limit: int = Field(default=20_000, ge=1, description="/users/delete requests per window.")
-    delete_rate_window_seconds: float = Field(default=60.0, gt=0)
+    # Unset limits follow what Braze announces (X-RateLimit-Limit), starting from Braze's default;
+    # a set limit is the most the pacer uses (docs/braze.md#rate-limit-headers).
+    track_rate_limit: int | None = Field(
+        default=None, ge=2, description="/users/track requests per window at most (unset: what Braze announces)."
+    )
+    track_rate_window_seconds: float = Field(default=BRAZE.track_window_seconds, gt=0)
+    delete_rate_limit: int | None = Field(
+        default=None, ge=2, description="/users/delete requests per window at most (unset: what Braze announces)."
+    )
+    delete_rate_window_seconds: float = Field(default=BRAZE.delete_window_seconds, gt=0)
     # live mode (docs/live.md)
     live_collect_ms: float = Field(
         default=30.0, ge=0, description="Live: wait this long after a wake-up before reading (a burst fills requests)."
@@ -62,8 +70,8 @@ class Settings(BaseSettings):
     live_summary_seconds: float = Field(
         default=60.0, gt=0, description="Live: record each account's summary this often (run_summaries)."
     )
-    objects_per_request: int = Field(default=75, ge=1, le=75)
-    delete_ids_per_request: int = Field(default=50, ge=1, le=50)
+    objects_per_request: int = Field(default=BRAZE.objects_per_array, ge=1, le=BRAZE.objects_per_array)
+    delete_ids_per_request: int = Field(default=BRAZE.delete_ids_per_request, ge=1, le=BRAZE.delete_ids_per_request)
 
 
 @lru_cache(maxsize=1)

@@ -1,15 +1,14 @@
 """Delivery to Braze: the REST client, the endpoint allow-list and the per-workspace pacer.
 
 endpoints   validate_rest_endpoint: an API key only ever goes to a Braze REST host
-ratelimit   RateLimiter (GCRA pacer), LimiterRegistry and the process-wide `limiters`
-headers     parse_rate_limit_headers: X-RateLimit-* and retry-after (CONTRACT §4)
+ratelimit   RateLimiter (GCRA pacer that follows Braze's headers), LimiterRegistry and the process-wide `limiters`
+headers     parse_rate_limit_headers: X-RateLimit-* and retry-after (docs/braze.md#rate-limit-headers)
 client      BrazeClient: /users/track and /users/delete with pacing, retries, classification
 """
 
 from __future__ import annotations
 
 from masivo_braze_sync.braze.client import (
-    MAX_DELETE_IDS,
     BrazeClient,
     BrazeSettings,
     DeleteResult,
@@ -21,11 +20,7 @@ from masivo_braze_sync.braze.endpoints import BRAZE_REST_HOSTS, LOCAL_HOSTS, val
 from masivo_braze_sync.braze.headers import RateLimitHeaders, parse_rate_limit_headers
 from masivo_braze_sync.braze.ratelimit import (
     DELETE_BUCKET,
-    DELETE_LIMIT,
-    DELETE_WINDOW_SECONDS,
     TRACK_BUCKET,
-    TRACK_LIMIT,
-    TRACK_WINDOW_SECONDS,
     LimiterRegistry,
     RateLimiter,
     limiters,
@@ -35,13 +30,8 @@ from masivo_braze_sync.braze.ratelimit import (
 __all__ = [
     "BRAZE_REST_HOSTS",
     "DELETE_BUCKET",
-    "DELETE_LIMIT",
-    "DELETE_WINDOW_SECONDS",
     "LOCAL_HOSTS",
-    "MAX_DELETE_IDS",
     "TRACK_BUCKET",
-    "TRACK_LIMIT",
-    "TRACK_WINDOW_SECONDS",
     "BrazeClient",
     "BrazeSettings",
     "DeleteResult",

@@ -41,6 +41,7 @@ import math
 import random
 import re
 import ssl
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -50,13 +51,10 @@ import orjson
 from masivo_braze_sync import __version__
 from masivo_braze_sync.braze.endpoints import validate_rest_endpoint
 from masivo_braze_sync.braze.headers import RateLimitHeaders, parse_rate_limit_headers
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.braze.ratelimit import (
     DELETE_BUCKET,
-    DELETE_LIMIT,
-    DELETE_WINDOW_SECONDS,
     TRACK_BUCKET,
-    TRACK_LIMIT,
-    TRACK_WINDOW_SECONDS,
     RateLimiter,
     limiters,
     workspace_key,
@@ -71,7 +69,6 @@ from masivo_braze_sync.errors import (
 )
 
 __all__ = [
-    "MAX_DELETE_IDS",
     "BrazeClient",
     "BrazeSettings",
     "DeleteResult",
@@ -82,8 +79,6 @@ __all__ = [
 
 TRACK_PATH = "/users/track"
 DELETE_PATH = "/users/delete"
-#: `/users/delete` accepts at most 50 ids per request (CONTRACT §8).
-MAX_DELETE_IDS = 50
 
 # Braze's `message` goes into an exception only if it looks like a fixed phrase ("Bad Request",
 # "Max Input Length Exceeded", "Valid data must be provided in the 'attributes', ... fields."):
@@ -127,13 +122,15 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     for one, as with a single pool of `concurrency` connections.
     """
 
-    def __init__(self, concurrency: int, *, trust_env: bool) -> None:
+    def __init__(self, concurrency: int, *, trust_env: bool, proxy: str | None = None) -> None:
         shards = math.ceil(concurrency / SHARD_CONNECTIONS)
         size = math.ceil(concurrency / shards)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         ssl_context = _ssl_context(trust_env)  # one for all pools
         self._pools = [
-            httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits)
+            httpx.AsyncHTTPTransport(
+                verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits, proxy=proxy
+            )
             for _ in range(shards)
         ]
         self._busy = [0] * shards
@@ -157,6 +154,37 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+def _proxy_for(url: httpx.URL) -> str | None:
+    """The proxy the standard environment variables choose for `url`, or None (direct).
+
+    `HTTPS_PROXY` / `HTTP_PROXY` for the URL's scheme, else `ALL_PROXY`; `NO_PROXY` lists hosts
+    (a domain also covers its subdomains, with or without a leading dot), IP addresses,
+    `host:port` or `*` that go direct, as httpx and curl read them. httpx applies these only
+    when it builds its own transport; this client builds its own (sharded), so it asks here.
+    One client talks to one host, so the choice is made once.
+    """
+    env = urllib.request.getproxies_environment()  # either case; ignores HTTP_PROXY under CGI
+    proxy = env.get(url.scheme) or env.get("all")
+    if not proxy:
+        return None
+    host, port = url.host.lower(), url.port or (443 if url.scheme == "https" else 80)
+    for entry in (e.strip().lower() for e in env.get("no", "").split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        if "://" in entry:
+            entry = entry.split("://", 1)[1]
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        name = name.strip("[]") or entry
+        if entry_port and entry_port != str(port):
+            continue
+        domain = name.lstrip(".")
+        if host == domain or host.endswith(f".{domain}"):
+            return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class _Releasing(httpx.AsyncByteStream):
@@ -192,7 +220,7 @@ class BrazeSettings:
         backoff_max_seconds: cap of the exponential backoff.
         concurrency: requests in flight at once per client (also the connection pool size).
         max_retry_wait_seconds: the longest server-requested wait the client sleeps through;
-            if Braze asks for more (an hourly limit, CONTRACT §2.3), the client raises at once
+            if Braze asks for more (an hourly limit, docs/braze.md#limits), the client raises at once
             with `retry_after` set so the run can be rescheduled instead of holding a worker.
     """
 
@@ -359,37 +387,36 @@ class BrazeClient:
         #: opaque limiter key: endpoint plus a hash of the API key
         self.workspace = workspace_key(self.base_url, key)
         self._track_limiter = track_limiter or limiters.get(
-            self.workspace, TRACK_BUCKET, TRACK_LIMIT, TRACK_WINDOW_SECONDS
+            self.workspace, TRACK_BUCKET, BRAZE.track_requests, BRAZE.track_window_seconds
         )
         self._delete_limiter = delete_limiter or limiters.get(
-            self.workspace, DELETE_BUCKET, DELETE_LIMIT, DELETE_WINDOW_SECONDS
+            self.workspace, DELETE_BUCKET, BRAZE.delete_requests, BRAZE.delete_window_seconds
         )
         is_local = not self.base_url.startswith("https://")
+        base = self.base_url.rstrip("/")
+        # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
+        # pipeline's CPU at 400 requests/s (benchmarks/RESULTS.md)
+        self._urls = {path: httpx.URL(base + path) for path in (TRACK_PATH, DELETE_PATH)}
         if transport is None:
-            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
+            # Operators behind a corporate proxy reach Braze through it (a CONNECT tunnel: the
+            # proxy sees the host name, never the key). A local emulator's plaintext traffic
+            # never goes to a proxy.
+            proxy = None if is_local else _proxy_for(self._urls[TRACK_PATH])
+            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local, proxy=proxy)
+        # Requests go to the transport itself, not through httpx.AsyncClient: its layers (header
+        # merging, cookies, auth and redirect hooks, URL joining) cost ~14% of the pipeline's
+        # CPU per request and give this client nothing: one host, fixed headers, no cookies, and
+        # redirects are never followed (the Authorization header would go wherever Location says).
+        self._transport = transport
+        self._headers = httpx.Headers(
+            {
                 "Authorization": f"Bearer {key}",
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": f"masivo-braze-sync/{__version__}",
-            },
-            timeout=httpx.Timeout(settings.timeout_seconds),
-            limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency),
-            http1=True,
-            http2=False,
-            # Never follow a redirect: the Authorization header would go wherever Location says.
-            follow_redirects=False,
-            transport=transport,
-            # Environment proxies are fine for https (CONNECT tunnel), but would see a local
-            # emulator's plaintext traffic and break loopback tests.
-            trust_env=not is_local,
+            }
         )
-        # absolute URLs, parsed once: joining base_url and path on every request was ~5% of the
-        # pipeline's CPU at 400 requests/s (benchmarks/RESULTS.md)
-        base = str(self._http.base_url).rstrip("/")
-        self._urls = {path: httpx.URL(base + path) for path in (TRACK_PATH, DELETE_PATH)}
+        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
         # Taken before the limiter so that a paced slot is used at once, not spent waiting for
         # a connection (which would bunch requests up and break the pacing bound).
         self._semaphore = asyncio.Semaphore(settings.concurrency)
@@ -412,8 +439,8 @@ class BrazeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool; the client cannot be used afterwards."""
-        await self._http.aclose()
+        """Close the connection pools; the client cannot be used afterwards."""
+        await self._transport.aclose()
 
     async def track(self, body: bytes) -> TrackResult:
         """POST an already-serialised `/users/track` body.
@@ -463,8 +490,10 @@ class BrazeClient:
         """
         if not external_ids:
             raise ValueError("external_ids is empty")
-        if len(external_ids) > MAX_DELETE_IDS:
-            raise ValueError(f"at most {MAX_DELETE_IDS} external_ids per /users/delete, got {len(external_ids)}")
+        if len(external_ids) > BRAZE.delete_ids_per_request:
+            raise ValueError(
+                f"at most {BRAZE.delete_ids_per_request} external_ids per /users/delete, got {len(external_ids)}"
+            )
         if not all(isinstance(i, str) and i for i in external_ids):
             raise ValueError("every external_id must be a non-empty string")
         body = orjson.dumps({"external_ids": list(external_ids)})
@@ -492,6 +521,19 @@ class BrazeClient:
                 "(e.g. inside the async task), its connections cannot move between loops"
             )
 
+    async def _send(self, path: str, body: bytes) -> httpx.Response:
+        """One POST on the transport; the response is read in full and its connection freed."""
+        request = httpx.Request(
+            "POST", self._urls[path], headers=self._headers, content=body, extensions=self._extensions
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     def _backoff(self, retry: int) -> float:
         cap = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2.0**retry)
         return self._random.uniform(0.0, cap)
@@ -509,16 +551,18 @@ class BrazeClient:
             async with self._semaphore:
                 tally.waited += await limiter.acquire()
                 try:
-                    response = await self._http.post(self._urls[path], content=body)
+                    response = await self._send(path, body)
                 except httpx.TransportError as exc:  # includes every httpx.TimeoutException
                     error = exc
                     if not isinstance(exc, _NOT_SENT):
                         tally.possibly_applied = True
+                finally:
+                    limiter.settle()
 
             asked: float | None = None  # the wait Braze asked for, if it did
             if response is not None:
                 info = parse_rate_limit_headers(response.headers)
-                limiter.observe(remaining=info.remaining, reset_in=info.reset_in)
+                limiter.observe(limit=info.limit, remaining=info.remaining, reset_in=info.reset_in)
                 outcome = classify_status(response.status_code)
                 if outcome is Outcome.SUCCESS:
                     return response, tally
@@ -547,7 +591,10 @@ class BrazeClient:
 
     @staticmethod
     def _asked_wait(status_code: int, info: RateLimitHeaders) -> float | None:
-        """The wait the response asked for: retry-after, else (429 only) the window reset (CONTRACT §4)."""
+        """The wait the response asked for: retry-after, else (429 only) the window reset.
+
+        docs/braze.md#rate-limit-headers
+        """
         if info.retry_after is not None:
             return info.retry_after
         if status_code == 429 and info.reset_in is not None:

@@ -1,7 +1,7 @@
-"""Reading Braze's rate-limit headers (CONTRACT §4).
+"""Reading Braze's rate-limit headers (docs/braze.md#rate-limit-headers).
 
 Braze sends `X-RateLimit-Limit`, `-Remaining` and `-Reset` on ordinary responses and
-`X-Ratelimit-Retry-After` on a 429, in lower case (HTTP/2 style, CONTRACT §1); `httpx.Headers`
+`X-Ratelimit-Retry-After` on a 429, in lower case (HTTP/2 style); `httpx.Headers`
 looks names up case-insensitively. The docs disagree on `-Reset`: UTC epoch seconds in the
 general pages, seconds remaining in the MAU-plan section, so values above 10⁹ are read as an
 epoch and smaller ones as a delta. The standard `Retry-After` header is not documented by Braze;
@@ -20,7 +20,7 @@ import httpx
 
 __all__ = ["EPOCH_THRESHOLD", "RateLimitHeaders", "parse_rate_limit_headers"]
 
-#: `X-RateLimit-Reset` values above this are epoch seconds, others a delta (CONTRACT §4).
+#: `X-RateLimit-Reset` values above this are epoch seconds, others a delta (docs/braze.md#rate-limit-headers).
 EPOCH_THRESHOLD = 1e9
 
 

@@ -28,10 +28,13 @@ class BrazeLimits:
     external_id_bytes: int = 987
     #: characters of a custom attribute key, an event name, a property key or a string value
     string_chars: int = 255
-    #: properties of one event or purchase that Braze keeps
+    #: properties of one event or purchase that Braze keeps (it ignores those after the first 256)
     event_properties: int = 256
-    #: bytes of one request body
-    request_bytes: int = 4 * 1024 * 1024
+    #: values of one array custom attribute (Braze's default; raisable per attribute on request)
+    array_values: int = 25
+    #: bytes of one request body: Braze documents "4 MB" and answers 413 above it. Whether that
+    #: is 4,000,000 or 4,194,304 bytes is not said: the smaller reading is assumed
+    request_bytes: int = 4_000_000
     #: bytes of an event's properties once any of them is an object or an array (eCommerce
     #: events always carry the `products` array)
     nested_properties_bytes: int = 100 * 1024

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.emulator.state import (
     DELETE_PATH,
     TRACK_PATH,
@@ -42,7 +43,7 @@ from masivo_braze_sync.emulator.validation import (
 __all__ = ["EmulatorApp", "create_app"]
 
 
-MAX_BODY_BYTES = 4 * 1024 * 1024  # CONTRACT §1: most endpoints accept up to 4 MB
+MAX_BODY_BYTES = BRAZE.request_bytes  # docs/braze.md#limits: 413 above it
 ADMIN_PREFIX = "/_emulator/"
 _ROUTES = {TRACK_PATH: "users.track", DELETE_PATH: "users.delete"}
 _JSON = (b"content-type", b"application/json")

@@ -1,4 +1,4 @@
-"""Applying validated requests to a workspace's profiles (CONTRACT §2.1, §5, §8, §11).
+"""Applying validated requests to a workspace's profiles (docs/braze.md#what-the-emulator-checks).
 
 Model (simpler than Braze, on purpose):
 - Profiles with an external id live in `Store.profiles`, keyed by it. Objects identified only by
@@ -17,6 +17,8 @@ Model (simpler than Braze, on purpose):
   identifier. Events and purchases are not counted here.
 - Events and purchases are stored as received minus identifier and control keys; event
   properties beyond the first 256 are dropped.
+- `country`: a code in any case is stored upper-cased; anything else is stored as null (Braze maps
+  names such as "Australia" too; the emulator knows codes only).
 
 Nothing stored is mutated in place afterwards (edits build new lists/dicts), so shallow profile
 copies are safe snapshots.
@@ -29,6 +31,7 @@ from itertools import islice
 from typing import Any
 
 from masivo_braze_sync.emulator.validation import CONTROL_KEYS, ID_KEYS, MAX_EVENT_PROPERTIES, TrackPlan
+from masivo_braze_sync.iso import COUNTRIES
 
 _NOT_BILLED = frozenset({"email_subscribe", "push_subscribe", "subscription_groups", "push_tokens"})
 _EVENT_STRIP = (*sorted(ID_KEYS), "_update_existing_only", "email", "phone")
@@ -198,6 +201,12 @@ def _apply_op(a: dict[str, Any], k: str, v: dict[str, Any], merge: bool) -> int:
     return _count_keys(v)
 
 
+def _country(v: str) -> str | None:
+    """Braze's best-effort country: an ISO 3166-1 alpha-2 code, or null (docs/braze.md#user-attributes-object)."""
+    code = v.strip().upper()
+    return code if code in COUNTRIES else None
+
+
 def _apply_attributes(store: Store, p: Profile, obj: dict[str, Any], ident: Any) -> int:
     a = p.attributes
     merge = obj.get("_merge_objects") is True
@@ -206,6 +215,8 @@ def _apply_attributes(store: Store, p: Profile, obj: dict[str, Any], ident: Any)
     for k, v in obj.items():
         if k in ID_KEYS or k in CONTROL_KEYS:
             continue
+        if k == "country" and v is not None:
+            v = _country(v)
         if v is None:
             a.pop(k, None)
             cost = 1

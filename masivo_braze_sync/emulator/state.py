@@ -49,6 +49,9 @@ class Workspace:
     latency_seconds: float = 0.0
     #: "epoch": x-ratelimit-reset is the window's end in epoch seconds; "delta": seconds left
     reset_header_style: str = "epoch"
+    #: /users/track requests per second another producer (a CDI sync, another integration) takes
+    #: from the same budget, spread evenly over each window (docs/braze.md#rate-limit-headers)
+    competing_per_second: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name or not self.api_key:
@@ -64,6 +67,8 @@ class Workspace:
             raise ValueError("rate windows must be positive")
         if self.latency_seconds < 0:
             raise ValueError("latency_seconds must not be negative")
+        if not (math.isfinite(self.competing_per_second) and self.competing_per_second >= 0):
+            raise ValueError("competing_per_second must be a non-negative number")
         # accept any iterable (lists from the admin API) but store an immutable set
         object.__setattr__(self, "permissions", frozenset(self.permissions))
 
@@ -130,7 +135,7 @@ class WorkspaceStats:
     rejected_objects: int = 0
     #: billed data points: attribute keys written (identifiers and control keys excluded)
     data_points: int = 0
-    #: most /users/track requests admitted by the rate limiter within one fixed window
+    #: most /users/track requests admitted by the rate limiter within one fixed window (ours only)
     max_in_window: int = 0
     #: epoch times (state clock) of /users/track requests admitted by the rate limiter
     request_times: deque[float] = field(default_factory=lambda: deque(maxlen=REQUEST_TIMES_MAX))
@@ -205,9 +210,10 @@ class Admission:
         ]
 
     def limited_headers(self) -> list[tuple[bytes, bytes]]:
-        """Headers for a 429: how long to wait (integer seconds, at least 1) and the reset."""
+        """Headers for a 429: the same three as any answer (Braze's rate-limit page says every
+        response carries them), plus how long to wait (integer seconds, at least 1)."""
         wait = max(1, math.ceil(self.window_end - self.now))
-        return [(b"x-ratelimit-retry-after", str(wait).encode()), (b"x-ratelimit-reset", self._reset())]
+        return [*self.headers(), (b"x-ratelimit-retry-after", str(wait).encode())]
 
 
 class EmulatorState:
@@ -324,31 +330,39 @@ class EmulatorState:
 
     # Used by the ASGI app -------------------------------------------------------------------
 
+    def _window(self, rt: _Runtime, path: str, now: float) -> tuple[_Bucket, int, float, int, int]:
+        """(bucket, limit, window, window id, requests another producer took so far in it)."""
+        ws = rt.ws
+        if path == TRACK_PATH:
+            bucket, limit, window = rt.track, ws.rate_limit, ws.rate_window_seconds
+            # the competitor sends evenly: by this point of the window it has taken its share of it
+            others = math.floor(ws.competing_per_second * (now - math.floor(now / window) * window))
+        else:
+            bucket, limit, window, others = rt.delete, ws.delete_rate_limit, ws.delete_rate_window_seconds, 0
+        wid = math.floor(now / window)
+        if bucket.window != wid:
+            bucket.window = wid
+            bucket.count = 0
+        return bucket, limit, window, wid, others
+
     def admit(self, workspace: str, path: str) -> Admission:
         """Count a request against its bucket (fixed windows aligned to the epoch)."""
         now = self._clock()
         with self._lock:
             rt = self._rt[workspace]
             ws = rt.ws
-            if path == TRACK_PATH:
-                bucket, limit, window = rt.track, ws.rate_limit, ws.rate_window_seconds
-            else:
-                bucket, limit, window = rt.delete, ws.delete_rate_limit, ws.delete_rate_window_seconds
-            wid = math.floor(now / window)
-            if bucket.window != wid:
-                bucket.window = wid
-                bucket.count = 0
+            bucket, limit, window, wid, others = self._window(rt, path, now)
             # 429s are counted too; with fixed windows that changes nothing but `remaining`
             bucket.count += 1
             st = rt.stats
             st.requests += 1
             st.requests_by_path[path] = st.requests_by_path.get(path, 0) + 1
-            allowed = bucket.count <= limit
+            allowed = bucket.count + others <= limit
             if allowed and path == TRACK_PATH:
                 if bucket.count > st.max_in_window:
                     st.max_in_window = bucket.count
                 st.request_times.append(now)
-            remaining = max(0, limit - bucket.count)
+            remaining = max(0, limit - bucket.count - others)
         return Admission(allowed, limit, remaining, (wid + 1) * window, now, ws.reset_header_style == "delta")
 
     def peek(self, workspace: str, path: str) -> Admission:
@@ -357,13 +371,9 @@ class EmulatorState:
         with self._lock:
             rt = self._rt[workspace]
             ws = rt.ws
-            if path == TRACK_PATH:
-                bucket, limit, window = rt.track, ws.rate_limit, ws.rate_window_seconds
-            else:
-                bucket, limit, window = rt.delete, ws.delete_rate_limit, ws.delete_rate_window_seconds
-            wid = math.floor(now / window)
-            count = bucket.count if bucket.window == wid else 0
-        return Admission(True, limit, max(0, limit - count), (wid + 1) * window, now, ws.reset_header_style == "delta")
+            bucket, limit, window, wid, others = self._window(rt, path, now)
+            remaining = max(0, limit - bucket.count - others)
+        return Admission(True, limit, remaining, (wid + 1) * window, now, ws.reset_header_style == "delta")
 
     def record_status(self, workspace: str, status: int, *, path: str | None = None) -> None:
         """Count a response. With `path`, also count the request (those that skip `admit`)."""

@@ -1,13 +1,16 @@
-"""Per-object validation of `/users/track` and `/users/delete` bodies (CONTRACT §2, §5-§8).
+"""Per-object validation of `/users/track` and `/users/delete` bodies (docs/braze.md#what-the-emulator-checks).
 
 The emulator is the referee in tests, so it rejects what real Braze would reject and, where
 Braze's behaviour is undocumented, errs on the strict side: a client that passes here sends
-nothing Braze could refuse. Everything here is pure (no state, no I/O) and cheap; the hot path
+nothing Braze could refuse. Where Braze documents that it accepts something (an unrecognised
+`country` is stored as null; `.` and spaces in event property keys), the emulator accepts it
+too: being stricter than Braze would hide real behaviour. Each rule's source is in
+docs/braze.md#what-the-emulator-checks. Everything here is pure (no state, no I/O) and cheap; the hot path
 runs it for up to 75 objects per request at about 1,000 requests per second, so type checks use
 `type(x) is ...` and regexes are compiled once at import.
 
-Error `type` strings follow the shapes observed from Braze where one is known (CONTRACT §3.1);
-the others are this emulator's own wording.
+Error `type` strings follow the shapes observed from Braze where one is known
+(docs/braze.md#request-and-response-format); the others are this emulator's own wording.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.emulator.ecommerce import ecommerce_error
 from masivo_braze_sync.iso4217 import CURRENCIES
 
@@ -27,13 +31,13 @@ ARRAYS = ("attributes", "events", "purchases")
 PRIMARY_IDS = ("external_id", "user_alias", "braze_id")
 #: keys that identify the user and are never written as profile fields or billed
 ID_KEYS = frozenset(PRIMARY_IDS)
-#: control keys of the attributes object (CONTRACT §5.1); not profile fields, not billed
+#: control keys of the attributes object (docs/braze.md#user-attributes-object); not profile fields, not billed
 CONTROL_KEYS = frozenset({"_update_existing_only", "_merge_objects", "push_token_import"})
 
-MAX_EXTERNAL_ID_BYTES = 987
-MAX_STRING = 255
+MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
+MAX_STRING = BRAZE.string_chars
 MAX_NESTED_BYTES = 100 * 1024
-MAX_EVENT_PROPERTIES = 256
+MAX_EVENT_PROPERTIES = BRAZE.event_properties
 
 # Messages -------------------------------------------------------------------------------------
 MSG_BAD_REQUEST = "Bad Request"
@@ -74,7 +78,7 @@ def is_email(value: object) -> bool:
 
 
 def is_time(value: object) -> bool:
-    """True for an ISO 8601 date or date-time string (Braze's `time` fields, CONTRACT §6)."""
+    """True for an ISO 8601 date or date-time string (Braze's `time` fields, docs/braze.md#event-object)."""
     if type(value) is not str or not value:
         return False
     try:
@@ -103,7 +107,7 @@ def _short_str(value: object) -> bool:
 
 
 def identify(obj: dict[str, Any]) -> tuple[str | None, Any]:
-    """Find the object's user identifier (CONTRACT §2.1).
+    """Find the object's user identifier (docs/braze.md#request-and-response-format).
 
     Returns `(error, None)` or `(None, identity)` where identity is the external id string, or a
     tuple `("user_alias", label, name)`, `("braze_id", id)`, `("email", e)`, `("phone", p)`.
@@ -167,8 +171,9 @@ def _std_gender(v: Any) -> str | None:
 
 
 def _std_country(v: Any) -> str | None:
-    ok = v is None or (type(v) is str and len(v) == 2 and v.isascii() and v.isalpha() and v.isupper())
-    return None if ok else "'country' is not valid"
+    # user attributes object: Braze maps a country it does not recognise as best it can, else
+    # stores null; it does not refuse it (apply.py stores the code, or null). Not a string: assumed refused
+    return None if v is None or type(v) is str else "'country' is not valid"
 
 
 def _std_subscribe(code: str):
@@ -210,7 +215,7 @@ def _std_any(v: Any) -> str | None:  # fields Braze documents loosely; accepted 
     return None
 
 
-#: standard profile fields (CONTRACT §5.2) and their checks; anything else is a custom attribute
+#: standard profile fields (docs/braze.md#user-attributes-object) and their checks; anything else is a custom attribute
 STANDARD_FIELDS: dict[str, Any] = {
     "email": _std_email,
     "phone": _std_phone,
@@ -224,6 +229,9 @@ STANDARD_FIELDS: dict[str, Any] = {
     "email_open_tracking_disabled": _std_bool("email_open_tracking_disabled"),
     "email_click_tracking_disabled": _std_bool("email_click_tracking_disabled"),
     "push_tokens": _std_any,
+    # listed as profile fields (strings) by the user attributes object page
+    "alias_name": _std_string("alias_name"),
+    "alias_label": _std_string("alias_label"),
     "facebook": _std_any,
     "twitter": _std_any,
     **{
@@ -254,12 +262,20 @@ def _scalar_ok(v: Any) -> bool:
 
 
 def _nested_key_ok(k: str) -> bool:
-    # CONTRACT §5.4: no spaces, '.' or '$' in keys of nested custom attributes
+    # nested custom attributes page: no spaces, '.' or '$' in keys of nested custom attributes
     return 0 < len(k) <= MAX_STRING and "." not in k and "$" not in k and " " not in k
 
 
-def _nested_ok(v: Any, depth: int = 0) -> bool:
-    """A value inside a nested custom attribute (object or array of objects)."""
+def _property_key_ok(k: str) -> bool:
+    # event object page: property names are non-empty, at most 255 characters, no leading `$`.
+    # The nested objects page quotes keys holding `.` or `[]` in filters, so they exist; the same
+    # rule is assumed for keys inside nested property values (the docs give no other)
+    return 0 < len(k) <= MAX_STRING and k[0] != "$"
+
+
+def _nested_ok(v: Any, depth: int = 0, key_ok: Any = _nested_key_ok) -> bool:
+    """A value inside a nested custom attribute (object or array of objects), or, with
+    `key_ok=_property_key_ok`, inside an event or purchase property."""
     if depth > 50:
         return False
     t = type(v)
@@ -270,11 +286,11 @@ def _nested_ok(v: Any, depth: int = 0) -> bool:
     if t is float:
         return math.isfinite(v)
     if t is list:
-        return all(_nested_ok(x, depth + 1) for x in v)
+        return all(_nested_ok(x, depth + 1, key_ok) for x in v)
     if t is dict:
         if len(v) == 1 and "$time" in v:  # dates inside objects must be {"$time": "<date>"}
             return is_time(v["$time"])
-        return all(_nested_key_ok(k) and _nested_ok(x, depth + 1) for k, x in v.items())
+        return all(type(k) is str and key_ok(k) and _nested_ok(x, depth + 1, key_ok) for k, x in v.items())
     return False
 
 
@@ -302,7 +318,7 @@ def _identifier_list_ok(items: Any, with_new_object: bool) -> bool:
 
 
 def custom_value_error(key: str, v: Any) -> str | None:
-    """Check one custom attribute; returns an error `type` or None (CONTRACT §5.3, §5.4)."""
+    """Check one custom attribute; returns an error `type` or None (docs/braze.md#user-attributes-object)."""
     if not key or len(key) > MAX_STRING or key[0] == "$":
         return f"custom attribute name is not valid: {key[:64]!r}"
     t = type(v)
@@ -372,7 +388,7 @@ def attributes_error(obj: dict[str, Any]) -> str | None:
 
 
 def properties_error(props: Any) -> str | None:
-    """Event / purchase `properties` (CONTRACT §6)."""
+    """Event / purchase `properties` (docs/braze.md#event-object)."""
     if type(props) is not dict:
         return "'properties' is not valid"
     nested = False
@@ -388,9 +404,11 @@ def properties_error(props: Any) -> str | None:
                 return f"value of property {k[:64]!r} is not valid"
         elif t is list or t is dict:
             nested = True
-            if not _nested_ok(v):
+            if not _nested_ok(v, 0, _property_key_ok):
                 return f"value of property {k[:64]!r} is not valid"
-        elif not (v is None or t is int or t is bool):
+        elif not (t is int or t is bool):
+            # null included: Braze documents numbers, booleans, datetimes, strings, arrays and
+            # objects; what it does with null is not said, so the emulator refuses it
             return f"value of property {k[:64]!r} is not valid"
     # The 100 KB cap applies to the whole properties object once anything in it is nested.
     if nested and not _small(props):
@@ -479,7 +497,7 @@ class Fatal:
 
 
 def check_track(body: Any, *, max_objects: int, batch_mode: str) -> TrackPlan | Fatal:
-    """Validate a parsed `/users/track` body against Braze's rules (CONTRACT §2, §3, §5-§7)."""
+    """Validate a parsed `/users/track` body against Braze's rules (docs/braze.md#request-and-response-format)."""
     if type(body) is not dict:
         return Fatal(400, {"message": MSG_BAD_REQUEST})
     arrays: list[tuple[str, list]] = []
@@ -515,7 +533,7 @@ def check_track(body: Any, *, max_objects: int, batch_mode: str) -> TrackPlan | 
     return plan
 
 
-#: `/users/delete` identifier fields and the check of one entry (CONTRACT §8)
+#: `/users/delete` identifier fields and the check of one entry (docs/braze.md#deleting-users)
 _PRIORITIZATIONS = frozenset({"identified", "unidentified", "most_recently_updated"})
 
 

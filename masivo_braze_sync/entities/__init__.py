@@ -1,6 +1,7 @@
 """Per-entity mappings from Masivo rows to Braze objects. Each one is an `Entity`."""
 
 from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.capture import Bound
 from masivo_braze_sync.entities.audiences import AUDIENCES
 from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared
 from masivo_braze_sync.entities.customers import CUSTOMERS
@@ -22,7 +23,7 @@ def ledger_bounds(entity: Entity, account: AccountConfig) -> dict[str, object]:
     if entity is CUSTOMERS:
         return {"tracks_catch_up": True}
     if entity.after_customers and CUSTOMERS.is_enabled(account):
-        return {"bound_by": CUSTOMERS.name}
+        return {"bound_by": Bound(CUSTOMERS.name, CUSTOMERS.captured)}
     return {}
 
 

@@ -1,4 +1,6 @@
-"""Masivo audience membership → Braze custom attributes (`/users/track` `attributes`, CONTRACT §5).
+"""Masivo audience membership → Braze custom attributes (`/users/track` `attributes`).
+
+Braze's rules: docs/braze.md#user-attributes-object.
 
 A member of an audience has the custom attribute `masivo_<audience name>` = `true`; a customer
 who leaves it (membership row deleted), or every member of a deleted audience, gets it set to
@@ -8,7 +10,7 @@ The attribute key is `masivo_` + the audience name exactly as written in Masivo 
 punctuation, `$`, `.` and any other printable character kept: `VIP Customers` → `masivo_VIP
 Customers`). Only characters Braze refuses in keys are replaced, each by `_`: the non-printing
 control characters (U+0000-U+001F, U+007F-U+009F: tab, newline, DEL, ...) and the line and
-paragraph separators U+2028 / U+2029 (Braze: keys are printable characters only, CONTRACT §5.3).
+paragraph separators U+2028 / U+2029 (Braze: keys are printable characters only, docs/braze.md#user-attributes-object).
 The prefix means a key never starts with `$`. A key must fit Braze's 255 characters (Unicode code
 points), so a name longer than 248 characters has no key: a `true` for it is rejected with that
 reason, a `null` for it is dropped (it can never have been set).
@@ -22,6 +24,14 @@ name of a deleted audience), so members deleted in the same transaction as a har
 audience are still found. A 200,000-member audience is therefore 200,000 change-log rows, read in
 `batch_rows` slices like any other backlog: memory is bounded by the batch, not by the audience.
 
+One owner per key: the customers entity owns `masivo_status`, `masivo_tier`, `masivo_points` and
+every `masivo_tag_*` (`customers.owned_by_customers`). An audience whose key lands on one of them
+(named `tier`, `tag_vip`, ...) is refused: its `true` is rejected with `KEY_TAKEN` (in
+`rejected_rows` and `status`), its `null` is never sent (it would erase the customer's value), and
+its resync is refused; renaming the audience sends it. Keys are compared as written: Braze's
+attribute names are case-sensitive (an assumption: its docs say so of the profile fields, and
+are silent for custom ones), so `Tier` is an audience's `masivo_Tier`.
+
 Each row is judged against the state at sync time, so replays are harmless (`idempotent`):
 - `true` for the audience's current name when the audience is live (no `deleted_at`) and the
   customer is a member now;
@@ -32,7 +42,7 @@ Each row is judged against the state at sync time, so replays are harmless (`ide
   carries `_update_existing_only: true`, so a `null` never creates a profile in Braze.
 Skipped (never sent, counted): the customer is deleted (soft or hard: Braze would re-create the
 profile), or nothing is left to send. Rejected (recorded): an empty or over-long customer id, a name
-too long for a key (see above).
+too long for a key (see above), a key a customer field owns.
 
 Rows rejected before sending are keyed by their change-log key `[audience_id, customer_id]`; an
 object Braze refuses is keyed by customer id (one object per customer), which `retry-rejected`
@@ -48,22 +58,49 @@ import orjson
 import polars as pl
 import psycopg
 
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
+from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.entities.base import (
+    OBJECT_SCHEMA,
+    REJECT_SCHEMA,
+    AccountContext,
+    Entity,
+    Prepared,
+    judge,
+    update_only,
+)
+from masivo_braze_sync.entities.customers import owned_by_customers
 
 KEY_PREFIX = "masivo_"
-MAX_KEY_CHARS = 255  # Braze custom attribute keys (CONTRACT §5.3)
-MAX_EXTERNAL_ID_BYTES = 987  # Braze: EXTERNAL_USER_ID_TOO_LARGE above this (CONTRACT §3.1)
+MAX_KEY_CHARS = BRAZE.string_chars  # custom attribute keys: docs/braze.md#user-attributes-object
+MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 #: characters Braze refuses in keys (not printable): C0 and C1 controls, line/paragraph separators
 REFUSED_KEY_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 NAME_TOO_LONG = (
     f"audience name is too long for a Braze attribute key ({KEY_PREFIX} + name > {MAX_KEY_CHARS} characters)"
 )
 
+KEY_TAKEN = (
+    "the audience's attribute key belongs to a customer field "
+    "(masivo_status, masivo_tier, masivo_points, masivo_tag_*): rename the audience"
+)
+
+
+def _key(name: str) -> str:
+    return KEY_PREFIX + REFUSED_KEY_CHARS.sub("_", name)
+
+
+def key_problem(name: str) -> str | None:
+    """Why an audience name has no attribute key of its own (too long, or a customer field's), or None."""
+    key = _key(name)
+    if len(key) > MAX_KEY_CHARS:
+        return NAME_TOO_LONG
+    return KEY_TAKEN if owned_by_customers(key) else None
+
 
 def attribute_key(name: str) -> str | None:
-    """The custom attribute key of an audience name, or None when no valid key can hold it."""
-    key = KEY_PREFIX + REFUSED_KEY_CHARS.sub("_", name)
-    return key if len(key) <= MAX_KEY_CHARS else None
+    """The custom attribute key of an audience name, or None when it has none of its own
+    (`key_problem` says why): no valid key can hold the name, or a customer field owns it."""
+    return None if key_problem(name) else _key(name)
 
 
 EXTRACT_SQL = """
@@ -142,10 +179,11 @@ def judge_customers(frame: pl.DataFrame) -> Prepared:
     return judge(frame, verdict)
 
 
-def attribute_objects(values: dict[str, dict[str, bool | None]]) -> pl.DataFrame:
+def attribute_objects(values: dict[str, dict[str, bool | None]], *, update_only: bool = False) -> pl.DataFrame:
     """One attributes object per customer (the ledger key): {"external_id", key: true|null, ...}.
 
-    An object that only removes attributes is update-only: a `null` never creates a profile.
+    An object that only removes attributes is update-only: a `null` never creates a profile; with
+    `update_only` (the Create toggle off) every object is.
     """
     dumps = orjson.dumps
     keys = list(values)
@@ -153,7 +191,7 @@ def attribute_objects(values: dict[str, dict[str, bool | None]]) -> pl.DataFrame
     for customer_id, attrs in values.items():
         obj: dict[str, object] = {"external_id": customer_id}
         obj.update(attrs)
-        if not any(attrs.values()):
+        if update_only or not any(attrs.values()):
             obj["_update_existing_only"] = True
         bodies.append(dumps(obj))
     return pl.DataFrame({"key": keys, "array": ["attributes"] * len(keys), "body": bodies}, schema=OBJECT_SCHEMA)
@@ -193,6 +231,7 @@ class AudiencesEntity(Entity):
         key_of: dict[str, str | None] = {}
         values: dict[str, dict[str, bool | None]] = {}
         rejected_keys: list[str] = []
+        reasons: list[str] = []
         nothing = set_true = set_null = 0
         for key, customer_id, name, is_member, names, held in zip(
             frame.get_column("key").to_list(),
@@ -208,12 +247,13 @@ class AudiencesEntity(Entity):
             for n in names or ():
                 if n not in held:
                     k = key_of[n] if n in key_of else key_of.setdefault(n, attribute_key(n))
-                    if k is not None:  # an over-long name never had a key to remove
+                    if k is not None:  # an over-long name never had a key; a customer's is not ours
                         attrs[k] = None
             if is_member:
                 k = key_of[name] if name in key_of else key_of.setdefault(name, attribute_key(name))
-                if k is None:
+                if k is None:  # too long, or a customer field's: a `true` is refused
                     rejected_keys.append(key)
+                    reasons.append(key_problem(name) or NAME_TOO_LONG)
                 else:
                     attrs[k] = True
             if not attrs:
@@ -227,8 +267,8 @@ class AudiencesEntity(Entity):
             set_true += n_true
             set_null += len(attrs) - n_true
         return Prepared(
-            frame=attribute_objects(values),
-            rejected=_rejects(rejected_keys, [NAME_TOO_LONG] * len(rejected_keys), "transform"),
+            frame=attribute_objects(values, update_only=update_only(ctx)),
+            rejected=_rejects(rejected_keys, reasons, "transform"),
             skipped={"nothing to send": nothing} if nothing else {},
             metrics={"attributes_set": set_true, "attributes_nulled": set_null},
         )

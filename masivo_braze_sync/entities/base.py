@@ -74,6 +74,16 @@ class AccountContext:
     orders_as: str = "purchases"
 
 
+def update_only(ctx: AccountContext) -> bool:
+    """Whether every object for the account must be update-only (`_update_existing_only: true`).
+
+    With the customers' Create toggle off, no object of any entity may create a Braze profile:
+    without the flag, an object for an unknown `external_id` creates one
+    (docs/braze.md#user-attributes-object).
+    """
+    return not ctx.toggles.get("sync_customers_create", True)
+
+
 class Entity:
     """Base class of an entity mapping; subclasses set the attributes and the three methods."""
 

@@ -1,6 +1,6 @@
 """Masivo customers → Braze user profiles (`/users/track` attributes, `/users/delete`).
 
-`external_id` = the customer id. Field mapping (CONTRACT §5.2):
+`external_id` = the customer id. Field mapping (docs/braze.md#user-attributes-object):
 
 - email → email: trimmed; not an address ⇒ field dropped.
 - phone → phone: E.164 when it can be normalised (the country as default region), else as written.
@@ -10,10 +10,18 @@
 - dob → dob: `YYYY-MM-DD`; in the future or before 1900 ⇒ dropped.
 - country → country: ISO 3166-1 alpha-2 (case-insensitive); anything else ⇒ dropped.
 - status, tier, points → custom attributes masivo_status, masivo_tier, masivo_points.
-- attributes (jsonb) → one custom attribute per key, flattened `parent_child`; a key equal to a
-  standard field or starting with `masivo_` gets the prefix `attr_`.
+- attributes (jsonb) → one custom attribute per key, objects flattened `parent_child`; an array
+  of scalars stays an array attribute (unique values, nulls left out, Braze's first 25 kept and
+  the cut noted). A key Braze would read as something else gets the prefix `attr_`: a standard
+  field, a control key or identifier (`_update_existing_only`, `alias_name`, ..., and any key
+  starting with `_`), or a key starting with `masivo_` (ours).
 - tags (jsonb), with the Customer tags toggle → masivo_tag_<key>: string, number or boolean
   (other values dropped); a removed key is sent as null.
+
+Key namespaces (one owner each, README "Braze keys"): the standard fields; `masivo_status`,
+`masivo_tier`, `masivo_points` and `masivo_tag_*` (here; an audience whose `masivo_<name>` would
+land on one of them is refused by the audiences entity, `CUSTOMER_KEYS`); `attr_*` and the
+customer's own attribute keys (here); every other `masivo_*` (audiences).
 
 Only changed fields are sent: `braze_sync.customer_state` keeps, per customer, a short hash of
 each field last delivered. A touched row whose values did not change sends nothing; a field that
@@ -22,9 +30,10 @@ keeps its previous hash, so it goes out once it is fixed. Each drop is recorded 
 `rejected_rows` with stage `field`; the rest of the profile goes.
 
 Toggles: create (customer never sent), update (already sent), delete (soft `deleted_at` or hard
-delete ⇒ `/users/delete`, 50 ids per request). A customer deleted before it was ever sent is not
-sent at all. Other entities skip deleted customers on their own (they read `deleted_at`), so
-nothing re-creates a deleted profile.
+delete ⇒ `/users/delete`, 50 ids per request). With create off, every object is update-only
+(`_update_existing_only: true`), so a profile deleted in Braze by hand is not re-created either.
+A customer deleted before it was ever sent is not sent at all. Other entities skip deleted
+customers on their own (they read `deleted_at`), so nothing re-creates a deleted profile.
 """
 
 from __future__ import annotations
@@ -42,8 +51,16 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
-from masivo_braze_sync.entities.events import MAX_EXTERNAL_ID_BYTES
+from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.entities.base import (
+    OBJECT_SCHEMA,
+    REJECT_SCHEMA,
+    AccountContext,
+    Entity,
+    Prepared,
+    judge,
+    update_only,
+)
 from masivo_braze_sync.iso import COUNTRIES, LANGUAGES
 from masivo_braze_sync.properties import MAX_STRING, flatten_fields
 
@@ -58,8 +75,17 @@ STANDARD_FIELDS = frozenset(
         "email_open_tracking_disabled", "email_click_tracking_disabled",
     }
 )  # fmt: skip
+#: keys of the attributes object Braze reads as an instruction or an identifier, not as a custom
+#: attribute (docs/braze.md#user-attributes-object); `image_url` is an older profile field
+CONTROL_KEYS = frozenset(
+    {"_update_existing_only", "_merge_objects", "push_token_import", "alias_name", "alias_label", "image_url"}
+)
+CUSTOM_PREFIX = "attr_"
+MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 TAG_PREFIX = "masivo_tag_"
+#: the custom attributes this entity owns under `masivo_`: no audience may write them
+CUSTOMER_KEYS = frozenset({"masivo_status", "masivo_tier", "masivo_points"})
 MIN_DOB_YEAR = 1900
 
 EXTRACT_SQL = """
@@ -97,6 +123,8 @@ class _Fields:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self.dropped: dict[str, str] = {}
+        #: fields sent, but not as written (an array cut to Braze's length)
+        self.notes: dict[str, str] = {}
 
     def put(self, name: str, value: Any) -> None:
         self.values[name] = value
@@ -198,11 +226,17 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
     if not isinstance(custom, dict):
         f.drop("attributes", "not a JSON object")
         custom = {}
-    flat, problems = flatten_fields(custom)
+    flat, problems, notes = flatten_fields(custom)
     for key, problem in problems.items():
         f.dropped[_custom_name(key)] = f"custom attribute dropped: {problem}"
     for key, value in flat.items():
-        f.put(_custom_name(key), value)
+        name = _custom_name(key)
+        if name in f.values:  # `email` and `attr_email` both want `attr_email`: the first keeps it
+            f.dropped[key] = f"custom attribute dropped: '{key[:60]}' collides with '{name[:60]}'"
+        else:
+            f.put(name, value)
+    for key, note in notes.items():
+        f.notes[_custom_name(key)] = f"field {_custom_name(key)} truncated: {note}"
     if tags:
         try:
             tag_values = _json(row["tags"])
@@ -225,9 +259,16 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
     return f
 
 
+def owned_by_customers(key: str) -> bool:
+    """Whether a custom attribute key belongs to this entity's `masivo_` namespace (fields, tags)."""
+    return key in CUSTOMER_KEYS or key.startswith(TAG_PREFIX)
+
+
 def _custom_name(key: str) -> str:
-    # a custom key must not shadow a standard field or our own masivo_ attributes
-    return f"attr_{key}" if key in STANDARD_FIELDS or key.startswith("masivo_") else key
+    # a custom key must not shadow a standard field, a key Braze reads as an instruction (its
+    # control keys start with `_`: any such key is assumed reserved), or our own masivo_ attributes
+    reserved = key in STANDARD_FIELDS or key in CONTROL_KEYS or key.startswith(("_", "masivo_"))
+    return CUSTOM_PREFIX + key if reserved else key
 
 
 class CustomersEntity(Entity):
@@ -271,6 +312,8 @@ class CustomersEntity(Entity):
         keys, arrays, bodies = [], [], []
         state_rows: list[tuple[str, str | None, bool]] = []
         drops: list[tuple[str, str, str]] = []
+        notes: list[tuple[str, str, str]] = []
+        extra = {"_update_existing_only": True} if update_only(ctx) else {}
         sent = full = 0
         for row in frame.iter_rows(named=True):
             key = row["key"]
@@ -282,6 +325,7 @@ class CustomersEntity(Entity):
                 continue
             fields = map_profile(row, tags=tags)
             drops.extend((key, "field", reason) for reason in fields.dropped.values())
+            notes.extend((key, "field", note) for note in fields.notes.values())
             previous: dict[str, str] = orjson.loads(row["field_hashes"]) if row["sent_before"] else {}
             hashes = {name: value_hash(value) for name, value in fields.values.items()}
             changed = {
@@ -303,13 +347,18 @@ class CustomersEntity(Entity):
             sent += len(changed)
             keys.append(key)
             arrays.append("attributes")
-            bodies.append(orjson.dumps({"external_id": key, **changed}))
+            bodies.append(orjson.dumps({"external_id": key, **changed, **extra}))
             state_rows.append((key, orjson.dumps(kept).decode(), False))
         return Prepared(
             frame=pl.DataFrame({"key": keys, "array": arrays, "body": bodies}, schema=OBJECT_SCHEMA),
-            rejected=pl.DataFrame(drops, schema=REJECT_SCHEMA, orient="row"),
+            rejected=pl.DataFrame(drops + notes, schema=REJECT_SCHEMA, orient="row"),
             state=pl.DataFrame(state_rows, schema=STATE_SCHEMA, orient="row"),
-            metrics={"attributes_sent": sent, "attributes_full_resend": full, "fields_dropped": len(drops)},
+            metrics={
+                "attributes_sent": sent,
+                "attributes_full_resend": full,
+                "fields_dropped": len(drops),
+                "arrays_truncated": len(notes),
+            },
         )
 
     def commit_state(self, conn: psycopg.Connection, ctx: AccountContext, state: pl.DataFrame) -> None:

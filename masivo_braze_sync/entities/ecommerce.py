@@ -313,6 +313,8 @@ def _emit(
     elif kind == REFUNDED:
         properties["metadata"] = {"reason": reason}
     body = {"external_id": customer_id, "name": EVENT_NAMES[kind], "time": time, "properties": properties}
+    if out.update_only:  # the Create toggle is off: no object may create a profile
+        body["_update_existing_only"] = True
     out.add(
         key,
         "events",

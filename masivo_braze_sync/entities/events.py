@@ -1,12 +1,19 @@
-"""Masivo behavioral events → Braze custom events (`/users/track` `events`, CONTRACT §6).
+"""Masivo behavioral events → Braze custom events (`/users/track` `events`, docs/braze.md#event-object).
 
 Events are immutable facts: only their insertion is captured, and each is sent once.
 Rules, in order:
 - skipped (never sent, counted): the event row was deleted before the sync read it; the type is
-  an internal Masivo event; the customer is deleted (Braze would re-create the profile);
+  an internal Masivo event, compared as Braze would store the name (without case and without a
+  leading `$`: `$FULFILL` and `registration` are internal); the customer is deleted (Braze would
+  re-create the profile);
 - rejected (recorded with the reason): the customer does not exist, its id is empty or longer
   than 987 bytes, the event type is empty or over 255 characters, or the properties cannot be
-  made valid (see `properties.py`).
+  made valid (see `properties.py`);
+- sent with a note (stage `field`, counted in the summary's `field_notes`): more than 256
+  properties after flattening; Braze would keep only 256, so 256 are chosen here
+  (`properties.flatten_truncated`) rather than losing an event that may trigger a campaign.
+With the customers' Create toggle off, every event is update-only (`_update_existing_only`):
+an event never creates a profile (docs/braze.md#user-attributes-object).
 """
 
 from __future__ import annotations
@@ -18,7 +25,16 @@ import orjson
 import polars as pl
 import psycopg
 
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
+from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.entities.base import (
+    OBJECT_SCHEMA,
+    REJECT_SCHEMA,
+    AccountContext,
+    Entity,
+    Prepared,
+    judge,
+    update_only,
+)
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.properties import (
     MAX_DEPTH,
@@ -26,13 +42,14 @@ from masivo_braze_sync.properties import (
     MAX_PROPERTIES,
     MAX_STRING,
     RESERVED_KEYS,
-    flatten_properties,
+    flatten_truncated,
 )
 
+#: Masivo's own event types, never forwarded; upper case, without `$` (how names are compared)
 INTERNAL_EVENT_TYPES = frozenset(
     {"REGISTRATION", "FULFILL", "REVERSE", "EXPIRE", "CANCEL", "REDEEM_COUPON", "TIER_ADJUSTMENT"}
 )
-MAX_EXTERNAL_ID_BYTES = 987  # Braze: EXTERNAL_USER_ID_TOO_LARGE above this (CONTRACT §3.1)
+MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 UNREADABLE_PROPERTIES = "properties hold a number out of range or nest over 1,000 levels"
 
 EXTRACT_SQL = """
@@ -92,8 +109,10 @@ def _walk(items: Any, node: _Trie, prefix: str, depth: int, out: dict[str, Any])
         if kind is str:
             if len(value) > MAX_STRING:
                 return False
-        elif kind is int or kind is bool or value is None:
+        elif kind is int or kind is bool:
             pass
+        elif value is None:
+            continue  # not sent (properties.py): nor counted, nor checked for collisions
         elif kind is float:
             if not isfinite(value):
                 return False
@@ -121,14 +140,15 @@ def _indexed(values: list) -> Any:
     return zip(_INDEX if n <= MAX_PROPERTIES else map(str, range(n)), values, strict=False)  # _INDEX is longer
 
 
-def flatten_event_properties(properties: dict[str, Any]) -> dict[str, Any]:
-    """`properties.flatten_properties`, with a fast path for what orjson parses from Postgres.
+def flatten_event_properties(properties: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """`properties.flatten_truncated`, with a fast path for what orjson parses from Postgres.
 
-    `flatten_properties` was ~70% of the transform (profiled: a tuple, an f-string and a key
+    Returns the properties to send and how many there were before the cut to 256.
+    The general flattening was ~70% of the transform (profiled: a tuple, an f-string and a key
     clean-up per node). This is one recursive pass over exact JSON types that looks key paths up
     in `_trie` instead of rebuilding them. It builds the same dict in the same order; at the first
-    value, key or count that a rule might refuse (or an unexpected type) it gives up and
-    `flatten_properties` runs instead, so rejections and their reasons come from there unchanged.
+    value, key or count that a rule might refuse or cut (or an unexpected type) it gives up and
+    `flatten_truncated` runs instead, so rejections, cuts and reasons come from there unchanged.
     """
     global _trie, _trie_entries
     if _trie_entries > _MAX_TRIE_ENTRIES:
@@ -136,10 +156,10 @@ def flatten_event_properties(properties: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         if _walk(properties.items(), _trie, "", 0, out):
-            return out
+            return out, len(out)
     except TypeError:
         pass
-    return flatten_properties(properties)
+    return flatten_truncated(properties, MAX_PROPERTIES)
 
 
 class EventsEntity(Entity):
@@ -160,11 +180,11 @@ class EventsEntity(Entity):
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Drop what is never sent and reject what Braze would refuse, on whole columns."""
-        name = pl.col("type").fill_null("").str.strip_chars_start("$")
+        name = pl.col("type").fill_null("").str.strip_chars_start("$")  # Braze refuses a leading `$`
         verdict = (
             pl.when(~pl.col("present"))
             .then(pl.lit("skip:event deleted before it was sent"))
-            .when(pl.col("type").is_in(list(INTERNAL_EVENT_TYPES)))
+            .when(name.str.to_uppercase().is_in(list(INTERNAL_EVENT_TYPES)))
             .then(pl.lit("skip:internal event"))
             .when(pl.col("customer_state") == "deleted")
             .then(pl.lit("skip:customer deleted"))
@@ -188,6 +208,8 @@ class EventsEntity(Entity):
         keys: list[str] = []
         bodies: list[bytes] = []
         rejected: list[tuple[str, str]] = []
+        notes: list[tuple[str, str]] = []
+        extra = {"_update_existing_only": True} if update_only(ctx) else {}
         dumps, loads = orjson.dumps, orjson.loads
         for key, customer_id, name, raw, time in zip(
             frame.get_column("key").to_list(),
@@ -197,13 +219,13 @@ class EventsEntity(Entity):
             times.to_list(),
             strict=True,
         ):
-            event = {"external_id": customer_id, "name": name, "time": time}
+            event = {"external_id": customer_id, "name": name, "time": time, **extra}
             if raw and raw != "{}":
                 try:
                     parsed = loads(raw)
                     if not isinstance(parsed, dict):
                         raise RecordRejected("properties are not a JSON object")
-                    props = flatten_event_properties(parsed)
+                    props, total = flatten_event_properties(parsed)
                 except RecordRejected as exc:
                     rejected.append((key, exc.reason))
                     continue
@@ -212,6 +234,8 @@ class EventsEntity(Entity):
                     continue
                 if props:
                     event["properties"] = props
+                if total > len(props):
+                    notes.append((key, f"{total} properties after flattening: the {len(props)} Braze keeps were sent"))
             keys.append(key)
             # orjson hands back its whole write buffer (4 KiB for a 250-byte event: 80 MB held per
             # 20,000-row batch, measured); a copy keeps only the bytes, for ~0.25 us a row
@@ -219,9 +243,9 @@ class EventsEntity(Entity):
         objects = pl.DataFrame({"key": keys, "array": ["events"] * len(keys), "body": bodies}, schema=OBJECT_SCHEMA)
         rejects = pl.DataFrame(
             {
-                "key": [k for k, _ in rejected],
-                "stage": ["transform"] * len(rejected),
-                "reason": [r for _, r in rejected],
+                "key": [k for k, _ in rejected] + [k for k, _ in notes],
+                "stage": ["transform"] * len(rejected) + ["field"] * len(notes),
+                "reason": [r for _, r in rejected] + [r for _, r in notes],
             },
             schema=REJECT_SCHEMA,
         )

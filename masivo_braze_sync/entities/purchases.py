@@ -9,8 +9,10 @@ was sent, under one rule: **each line gets at most one purchase and at most one 
 - `FULFILLED`: every line not sent yet becomes a purchase: `product_id` = sku, `currency` = the
   order's or else the account's, `price` = unit price, `quantity` = line quantity, `time` =
   `fulfilled_at`, properties `order_id`, `line_no`, `product_name` and the line's own properties
-  flattened (a line key equal to one of those three is renamed `line_<key>`). A quantity over 100
-  is split into purchases of 100 and a remainder (Braze caps `quantity` at 100).
+  flattened (a line key equal to one of those three, or `purchase_id`, is renamed `line_<key>`). A quantity over 100
+  is split into purchases of 100 and a remainder (Braze caps `quantity` at 100). Every purchase
+  object, each part of a split line and each reversal, carries its own key as the property
+  `purchase_id` (`<order>/<line>/<+|->/<part>`): Braze sees each as its own purchase.
 - `REVERSED`, `CANCELLED`, or the order row deleted: every line sent and not reversed yet is sent
   again with the negative price of what was sent (ledger values, not the current line), same sku,
   quantity split and currency; `time` = `reversed_at` / `cancelled_at` / the deletion; properties
@@ -30,6 +32,8 @@ was sent, under one rule: **each line gets at most one purchase and at most one 
   not fulfilled, or was reversed, cancelled or deleted before it was ever sent.
 - rejected: the customer does not exist, its id is empty or over 987 bytes, the order id is over
   255 characters (it travels as a property).
+
+With the customers' Create toggle off, every purchase is update-only (`_update_existing_only`).
 
 Keys: a purchase object's key is `<order id>/<line no>/<+|->/<part>` (part = index in the split),
 stable across runs, so the pipeline's delivery ledger never re-sends a part that landed. An
@@ -57,8 +61,17 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.entities import ecommerce
-from masivo_braze_sync.entities.base import OBJECT_SCHEMA, REJECT_SCHEMA, AccountContext, Entity, Prepared, judge
+from masivo_braze_sync.entities.base import (
+    OBJECT_SCHEMA,
+    REJECT_SCHEMA,
+    AccountContext,
+    Entity,
+    Prepared,
+    judge,
+    update_only,
+)
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.iso4217 import is_currency
 from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
@@ -66,12 +79,12 @@ from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_pro
 PLUS, MINUS = "+", "-"
 MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (CONTRACT §7)
 MAX_PARTS = 1000  # a line needing more purchases than this is refused (quantity over 100,000)
-MAX_EXTERNAL_ID_BYTES = 987
+MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 FULFILLED = "FULFILLED"
 TERMINAL = ("REVERSED", "CANCELLED")
 DELETED = "ORDER_DELETED"  # status of an order whose row is gone
 LINE_DELETED = "LINE_DELETED"
-LINK_KEYS = ("order_id", "line_no", "product_name")
+LINK_KEYS = ("order_id", "line_no", "product_name", "purchase_id")
 UNREADABLE_LINES = "a line's properties hold a number out of range or nest over 1,000 levels: order held"
 
 STATE_SCHEMA = {
@@ -318,7 +331,7 @@ def check_line(order_id: str, raw: dict[str, Any]) -> Line:
             if key in flat or key in props:
                 raise reject(f"properties collide on key '{key}'")
         props[key] = value
-    if len(props) > MAX_PROPERTIES:
+    if len(props) + 1 > MAX_PROPERTIES:  # + `purchase_id`, added per part
         raise reject(f"more than {MAX_PROPERTIES} properties with the order link")
     return Line(line_no, sku, price, quantity, props)
 
@@ -343,6 +356,8 @@ class _Out:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, int] = field(default_factory=dict)
+    #: the Create toggle is off: every object is update-only
+    update_only: bool = False
 
     def count(self, name: str, n: int = 1) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + n
@@ -379,8 +394,10 @@ class _Out:
                 "price": _price(side.unit_price),
                 "quantity": quantity,
                 "time": side.time,
-                "properties": properties,
+                "properties": {**properties, "purchase_id": key},  # parts of a split line differ
             }
+            if self.update_only:
+                body["_update_existing_only"] = True
             self.add(
                 key,
                 "purchases",
@@ -484,7 +501,7 @@ class PurchasesEntity(Entity):
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Each order to the purchases and reversals it still owes Braze."""
-        out = _Out()
+        out = _Out(update_only=update_only(ctx))
         for row in frame.iter_rows(named=True):
             try:
                 order = _Order(row, ctx)

@@ -78,7 +78,7 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(429, {"message": "rate limited"}, {"x-ratelimit-retry-after": f"{wait:.3f}"})
             return
         headers = {"x-ratelimit-limit": str(LIMIT), "x-ratelimit-remaining": str(remaining)}
-        headers["x-ratelimit-reset"] = f"{end:.3f}"  # the epoch form (CONTRACT §4)
+        headers["x-ratelimit-reset"] = f"{end:.3f}"  # the epoch form (docs/braze.md#rate-limit-headers)
         self._answer(201, {"message": "success", "attributes_processed": len(body.get("attributes", []))}, headers)
 
 
@@ -102,6 +102,8 @@ def test_two_loops_in_two_threads_share_one_workspace_budget(server: FixedWindow
     # and fresh TCP connections at start-up add a few ms of jitter that Braze's real 3 s window
     # (50 ms default slack) would absorb.
     limiter = RateLimiter(LIMIT, WINDOW, slack_seconds=0.03)
+    # answers only ever slow it (others' share measured from -remaining includes reordering noise)
+    fastest_interval, burst = limiter.interval, limiter.burst
     settings = BrazeSettings(timeout_seconds=5, backoff_base_seconds=0.01, backoff_max_seconds=0.1, concurrency=8)
     per_thread = 45
     results: list[TrackResult] = []
@@ -141,7 +143,7 @@ def test_two_loops_in_two_threads_share_one_workspace_budget(server: FixedWindow
     assert server.refused <= 2
     assert len(server.accepted) == 2 * per_thread
     # 90 requests at ≈ 29 per 0.51 s cannot finish faster than this
-    assert elapsed >= (2 * per_thread - limiter.burst) * limiter.interval * 0.95
+    assert elapsed >= (2 * per_thread - burst) * fastest_interval * 0.95
     assert max(server.windows.values()) <= LIMIT
 
 

@@ -144,9 +144,11 @@ def test_no_window_of_length_w_ever_holds_more_than_n(limit, window, burst_fract
             limiter.pause_for(arg)
             paused_until = max(paused_until, clock.t + arg)
         elif op == "observe":
-            limiter.observe(remaining=arg, reset_in=window / 2)
+            # a reset beyond one window (a longer limit's) pauses without re-tuning N: the
+            # bound is proved for a fixed N (test_follow_braze.py covers a changing one)
+            limiter.observe(remaining=arg, reset_in=window + 5)
             if arg < limiter.low_water:
-                paused_until = max(paused_until, clock.t + window / 2)
+                paused_until = max(paused_until, clock.t + window)
         else:
             for _ in range(arg):
                 n = 1 + (len(starts) % min(3, burst))
@@ -238,8 +240,10 @@ def test_acquire_sleeps_and_reports_the_wait():
     t0 = time.monotonic()
     waited = asyncio.run(_acquire_all(limiter, 6))
     elapsed = time.monotonic() - t0
-    assert waited == pytest.approx(0.25, abs=0.01)
-    assert 0.24 <= elapsed < 0.6
+    # the slots are 0.05 s apart: five waits of at most 0.05 s, and no way to finish sooner; a
+    # late wake-up (a loaded machine) shortens the next wait by as much, so only the top is exact
+    assert 0 < waited <= 0.25 + 1e-6
+    assert elapsed >= 0.24
 
 
 # ---- threads and several event loops ----------------------------------------------------------
@@ -350,3 +354,82 @@ def test_workspace_key_hides_the_api_key():
     assert ws.startswith("https://rest.iad-01.braze.com#")
     assert ws == workspace_key("https://rest.iad-01.braze.com", key)
     assert ws != workspace_key("https://rest.iad-01.braze.com", key + "x")
+
+
+# ---- following Braze's headers (fake clock; over HTTP in test_follow_braze.py) ------------------
+
+
+def test_observe_adopts_the_announced_limit_under_the_ceiling():
+    clock = FakeClock()
+    limiter = RateLimiter(3000, 3.0, clock=clock)
+    limiter.observe(limit=300, remaining=299, reset_in=2.0)
+    assert (limiter.announced, limiter.limit, limiter.burst) == (300, 300, 3)
+    limiter.observe(limit=6000, remaining=5990, reset_in=1.9)
+    assert limiter.limit == 6000
+    capped = RateLimiter(3000, 3.0, ceiling=1000, clock=clock)
+    assert capped.limit == 1000
+    capped.observe(limit=6000, remaining=5990, reset_in=2.0)
+    assert (capped.announced, capped.limit) == (6000, 1000)
+
+
+def test_a_reset_beyond_one_window_is_another_limit_and_is_not_adopted():
+    clock = FakeClock()
+    limiter = RateLimiter(3000, 3.0, clock=clock)
+    limiter.observe(limit=250_000, remaining=100_000, reset_in=1800.0)  # e.g. an hourly budget
+    assert (limiter.announced, limiter.limit) == (None, 3000)
+
+
+def test_other_producers_share_is_measured_per_window_and_forgotten_by_halves():
+    clock = FakeClock()
+    limiter = RateLimiter(100, 1.0, clock=clock)
+    # window 1, first half: 10 of our answers, and Braze says 35 are gone by the last one, so
+    # others took 25 in half a window: 50 in a whole one (we paused: no answer in the second half)
+    for i in range(10):
+        limiter.observe(limit=100, remaining=99 - i - round(2.5 * (i + 1)), reset_in=0.95 - 0.05 * i)
+        clock.advance(0.05)
+    clock.advance(0.5)
+    limiter.observe(limit=100, remaining=99, reset_in=0.95)  # window 2 opens: window 1 is closed
+    assert limiter.others == 50
+    assert limiter.limit == 50
+    clock.advance(1.0)
+    limiter.observe(limit=100, remaining=99, reset_in=0.95)  # window 2: only us
+    assert limiter.others == 25  # halved, not dropped: a competitor that paused may come back
+    clock.advance(1.0)
+    limiter.observe(limit=100, remaining=98, reset_in=0.95)
+    assert limiter.others == 12
+
+
+def test_late_answers_about_an_earlier_window_are_not_counted():
+    clock = FakeClock()
+    limiter = RateLimiter(100, 1.0, clock=clock)
+    limiter.observe(limit=100, remaining=90, reset_in=0.5)
+    clock.advance(0.6)
+    limiter.observe(limit=100, remaining=99, reset_in=0.9)  # the next window
+    limiter.observe(limit=100, remaining=0, reset_in=-0.1 + 1e-9)  # about the first one, late
+    assert limiter.others == 18  # 100 - 90 - 1 in the first window's first half, only
+    assert limiter.limit == 82
+
+
+def test_the_registry_keeps_what_a_limiter_learned():
+    registry = LimiterRegistry()
+    a = registry.get("ws", "track", 3000, 3.0)
+    a.observe(limit=300, remaining=299, reset_in=2.0)
+    assert registry.get("ws", "track", 3000, 3.0) is a
+    assert registry.get("ws", "track", 3000, 3.0, ceiling=100) is not a  # configuration changed
+
+
+def test_requests_in_flight_count_against_what_remains():
+    clock = FakeClock()
+    limiter = RateLimiter(3000, 3.0, clock=clock)
+
+    async def start(n: int) -> None:
+        for _ in range(n):
+            await limiter.acquire()
+
+    asyncio.run(start(20))  # 20 requests sent, none answered yet
+    limiter.settle()  # one answer arrives: Braze counted it, the other 19 are still on their way
+    limiter.observe(limit=3000, remaining=limiter.low_water + 10, reset_in=1.0)
+    assert limiter.reserve() == pytest.approx(1.0)  # 10 left for 19 in flight: wait for the reset
+    fresh = RateLimiter(3000, 3.0, clock=clock)
+    fresh.observe(limit=3000, remaining=fresh.low_water + 10, reset_in=1.0)
+    assert fresh.reserve() == 0.0  # nothing in flight: 10 beyond the low-water mark is enough

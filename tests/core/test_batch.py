@@ -63,3 +63,35 @@ def test_delete_requests_carry_at_most_50_ids() -> None:
 
 def test_nothing_to_send_is_no_request() -> None:
     assert pack_track(objects()) == []
+
+
+def _big(array: str, n: int, size: int) -> pl.DataFrame:
+    pad = "x" * size
+    rows = [{"key": f"{array}-{i}", "array": array, "body": orjson.dumps({"external_id": f"u{i}", "p": pad})}
+            for i in range(n)]  # fmt: skip
+    return pl.DataFrame(rows, schema=OBJECT_SCHEMA)
+
+
+@pytest.mark.parametrize("combined", [False, True])
+def test_requests_never_exceed_brazes_request_size(combined: bool) -> None:
+    from masivo_braze_sync.braze.limits import BRAZE
+
+    # 75 events of ~66 KB (256 properties of 255 characters) are ~5 MB: over Braze's 4 MB
+    frame = pl.concat([_big("events", 75, 66_000), _big("attributes", 10, 66_000)])
+    plans = pack_track(frame, combined=combined)
+    assert all(len(p.body) <= BRAZE.request_bytes for p in plans)
+    assert len(plans) == 2
+    for array, n in (("events", 75), ("attributes", 10)):
+        sent = [o["external_id"] for p in plans for o in orjson.loads(p.body).get(array, [])]
+        assert sent == [f"u{i}" for i in range(n)]  # every object once, in order
+    assert [len(p.body) for p in plans] == [len(_track(p)) for p in plans]
+
+
+def _track(plan) -> bytes:
+    return orjson.dumps(orjson.loads(plan.body))
+
+
+def test_a_small_byte_limit_packs_by_size_as_well_as_count() -> None:
+    plans = pack_track(_big("events", 10, 1000), max_bytes=3_500)
+    assert [len(p.arrays["events"]) for p in plans] == [3, 3, 3, 1]
+    assert all(len(p.body) <= 3_500 for p in plans)

@@ -30,7 +30,7 @@ def test_leading_dollar_is_removed_and_reserved_keys_renamed() -> None:
 
 
 def test_empty_containers_and_nulls() -> None:
-    assert flatten_properties({"a": {}, "b": [], "c": None}) == {"c": None}
+    assert flatten_properties({"a": {}, "b": [], "c": None}) == {}  # nulls are not sent
     assert flatten_properties(None) == {}
 
 
@@ -89,3 +89,23 @@ def test_any_json_object_is_flattened_to_valid_scalars_or_rejected(props: dict) 
         assert value is None or isinstance(value, str | int | float | bool)
         if isinstance(value, str):
             assert len(value) <= 255
+
+
+def test_null_values_are_dropped_not_sent() -> None:
+    # Braze documents numbers, booleans, datetimes, strings, arrays and objects: no null
+    assert flatten_properties({"a": None, "b": {"c": None, "d": 1}, "e": [None, 2]}) == {"b_d": 1, "e_1": 2}
+
+
+def test_truncation_keeps_the_shallowest_properties_in_order() -> None:
+    from masivo_braze_sync.properties import flatten_truncated
+
+    props = {"deep": {"x": {"y": 1}}, "items": [{"a": i, "b": i} for i in range(200)], "top": 1}
+    kept, total = flatten_truncated(props, MAX_PROPERTIES)
+    assert total == 402
+    assert len(kept) == MAX_PROPERTIES
+    assert list(kept)[:3] == ["deep_x_y", "items_0_a", "items_0_b"]  # the original order is kept
+    assert kept["top"] == 1
+    assert kept["deep_x_y"] == 1
+    assert "items_126_b" in kept
+    assert "items_127_a" not in kept
+    assert flatten_truncated({"a": 1}, MAX_PROPERTIES) == ({"a": 1}, 1)

@@ -27,7 +27,8 @@ def test_the_request_over_the_limit_gets_429_and_is_not_applied(http, make_ws, s
     assert r.status_code == 429
     assert r.headers["x-ratelimit-retry-after"] == "1"
     assert r.headers["x-ratelimit-reset"] == "1000001"
-    assert "x-ratelimit-remaining" not in r.headers
+    # Braze's rate-limit page: every answer carries the three headers, a 429 too
+    assert (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) == ("5", "0")
     assert state.profile(ws.name, "c1").attributes == {"points": 5}  # the 429 changed nothing
 
     clock.advance(1.0)  # the next window
@@ -117,3 +118,27 @@ def test_real_clock_reset_is_the_window_end_in_epoch_seconds(http, make_ws, wind
     reset = int(r.headers["x-ratelimit-reset"])
     assert reset % window == 0
     assert math.floor(before / window) * window < reset <= math.ceil(after / window) * window + window
+
+
+def test_a_competing_producer_takes_its_share_evenly_over_the_window(http, make_ws, state, clock) -> None:
+    # 10 per 1 s, another producer takes 4/s: by mid-window it has used 2, by 0.9 s 3
+    ws = make_ws(rate_limit=10, rate_window_seconds=1.0, competing_per_second=4.0)
+    c = http(ws.api_key)
+    clock.set(2_000_000.5)
+    r = c.post("/users/track", json=BODY)
+    assert r.headers["x-ratelimit-remaining"] == "7"  # 10 - ours (1) - theirs (2)
+    for _ in range(5):
+        assert c.post("/users/track", json=BODY).status_code == 201
+    clock.set(2_000_000.9)
+    r = c.post("/users/track", json=BODY)  # ours 7 + theirs 3 = 10: the last one
+    assert (r.status_code, r.headers["x-ratelimit-remaining"]) == (201, "0")
+    r = c.post("/users/track", json=BODY)
+    assert (r.status_code, r.headers["x-ratelimit-remaining"]) == (429, "0")
+    clock.set(2_000_001.0)  # a new window: the competitor starts from nothing too
+    assert c.post("/users/track", json=BODY).headers["x-ratelimit-remaining"] == "9"
+    assert state.stats(ws.name).max_in_window == 7  # ours only
+
+
+def test_competing_per_second_must_be_sane(make_ws) -> None:
+    with pytest.raises(ValueError, match="competing_per_second"):
+        make_ws(competing_per_second=-1.0)

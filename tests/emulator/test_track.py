@@ -298,3 +298,31 @@ def test_unknown_workspace_raises_key_error(state) -> None:
         state.stats("nope")
     with pytest.raises(KeyError):
         state.profile("nope", "c1")
+
+
+# -- as lenient as Braze's documentation (issue 13) -----------------------------------------------
+
+
+def test_nested_event_property_keys_may_hold_dots_and_spaces(client, ws, state) -> None:
+    # custom event docs: a property with `.` is matched in filters by quoting it; the nested
+    # custom-attribute key rules (no `.`, no spaces) are not event-property rules
+    props = {"r details": {"loc.city": "Cali", "a b": [{"x.y": 1}]}}
+    r = client.post("/users/track", json={"events": [event(1, properties=props)]})
+    assert r.status_code == 201, r.json()
+    assert state.profile(ws.name, "c1").events[0]["properties"] == props
+
+
+@pytest.mark.parametrize(("sent", "stored"), [("au", "AU"), ("Narnia", None), ("AU", "AU")])
+def test_an_unrecognised_country_is_stored_as_null_not_refused(client, ws, state, sent, stored) -> None:
+    r = client.post("/users/track", json={"attributes": [attr(1, country=sent, first_name="Ana")]})
+    assert r.status_code == 201, r.json()
+    profile = state.profile(ws.name, "c1")
+    assert profile.attributes.get("country") == stored
+    assert profile.attributes["first_name"] == "Ana"
+
+
+def test_a_null_event_property_is_refused(client, ws, state) -> None:
+    # Braze documents numbers, booleans, datetimes, strings, arrays and objects only; the emulator
+    # is strict where the documentation is silent
+    r = client.post("/users/track", json={"events": [event(1, properties={"a": None})]})
+    assert r.status_code == 400

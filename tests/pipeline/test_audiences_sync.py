@@ -310,3 +310,46 @@ def test_an_audience_of_10000_members_deleted_in_one_go(make_account, run_sync, 
     assert emulator.stats("acct-1").rate_limited == 0
     assert all(_attrs(emulator, f"c{i}") == {} for i in range(1, 10_001))
     assert elapsed < 15
+
+
+# -- one owner per Braze key (issue 13) -----------------------------------------------------------
+
+
+def test_an_audience_whose_key_a_customer_field_owns_is_refused_never_written(
+    make_account, run_sync, emulator, db
+) -> None:
+    from masivo_braze_sync.entities.audiences import KEY_TAKEN
+    from tests.capture_helpers import settle
+
+    make_account("acct-1")
+    _sql(
+        db,
+        "INSERT INTO customers (account_id, id, tier, tags) VALUES ('acct-1', 'c1', 'Gold', '{\"vip\": \"yes\"}')",
+    )
+    settle(db)
+    run_sync("acct-1", "customers")
+    for audience_id, name in (("a1", "tier"), ("a2", "tag_vip"), ("a3", "points"), ("a4", "Tier")):
+        _audience(db, audience_id, name, ["c1"])
+    settle(db)
+    run_sync("acct-1", "customers")  # others read below the customers' horizon (profile first)
+    summary = run_sync("acct-1", "audiences")
+    assert summary.rejected == 3
+    got = _attrs(emulator, "c1")
+    assert got["masivo_tier"] == "Gold"
+    assert got["masivo_tag_vip"] == "yes"
+    assert "masivo_points" not in got
+    assert got["masivo_Tier"] is True  # keys are case-sensitive: this one is the audience's
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT entity_key, stage, reason FROM braze_sync.rejected_rows ORDER BY entity_key"
+        ).fetchall()
+    assert rows == [(f'["{a}", "c1"]', "transform", KEY_TAKEN) for a in ("a1", "a2", "a3")]
+
+    _leave(db, "a1", "c1")  # leaving never sends the null that would erase the customer's tier
+    _leave(db, "a2", "c1")
+    settle(db)
+    run_sync("acct-1", "customers")
+    run_sync("acct-1", "audiences")
+    got = _attrs(emulator, "c1")
+    assert got["masivo_tier"] == "Gold"
+    assert got["masivo_tag_vip"] == "yes"

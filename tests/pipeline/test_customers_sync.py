@@ -6,6 +6,8 @@ import orjson
 import pytest
 from psycopg.types.json import Jsonb
 
+from tests.capture_helpers import settle
+
 
 @pytest.fixture
 def customer(db):
@@ -318,3 +320,114 @@ def test_a_crash_before_commit_resends_the_batch_and_remembers_what_was_sent(
 
     assert hashes["email"] == value_hash("b@example.com")
     assert orjson.dumps(hashes)
+
+
+# -- Braze fidelity (issue 13) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # control keys of the attributes object, and fields Braze reads as identifiers or aliases
+        "_update_existing_only",
+        "push_token_import",
+        "_merge_objects",
+        "alias_name",
+        "alias_label",
+        "external_id",
+        "braze_id",
+        "user_alias",
+        "image_url",
+        "_anything_underscored",  # Braze's control keys start with `_`: assumed reserved
+    ],
+)
+def test_a_custom_attribute_named_like_a_braze_control_key_is_prefixed(
+    make_account, customer, run_sync, emulator, db, name
+) -> None:
+    make_account("acct-1")
+    customer("acct-1", "c1", email="a@example.com", attributes={name: "yes", "color": "red"})
+    settle(db)
+    summary = run_sync("acct-1", "customers")
+    assert (summary.objects_sent, summary.rejected) == (1, 0)
+    got = attrs(emulator, "c1")
+    assert got["attr_" + name] == "yes"
+    assert got["color"] == "red"
+    assert name not in got
+
+
+def test_an_array_of_scalars_is_an_array_attribute_and_objects_still_flatten(
+    make_account, customer, run_sync, emulator, db
+) -> None:
+    make_account("acct-1")
+    many = [f"v{i}" for i in range(30)]
+    customer(
+        "acct-1",
+        "c1",
+        email="a@example.com",
+        attributes={"hobbies": ["golf", "wine", "golf", None], "visits": [{"city": "Cali"}], "many": many},
+    )
+    settle(db)
+    summary = run_sync("acct-1", "customers")
+    assert (summary.objects_sent, summary.rejected) == (1, 0)
+    got = attrs(emulator, "c1")
+    assert got["hobbies"] == ["golf", "wine"]  # Braze keeps unique values; nulls are not values
+    assert got["visits_0_city"] == "Cali"
+    assert got["many"] == many[:25]  # Braze's default array length, the first values kept
+    assert "hobbies_0" not in got
+    assert "many_0" not in got
+    assert summary.metrics["arrays_truncated"] == 1
+    with db.connection() as conn:
+        rows = conn.execute("SELECT entity_key, stage, reason FROM braze_sync.rejected_rows").fetchall()
+    assert rows == [("c1", "field", "field many truncated: 30 values, Braze keeps 25")]
+
+    # the array changes: the whole array is sent again, and a value longer than 255 drops the field
+    customer("acct-1", "c1", attributes={"hobbies": ["wine"], "visits": [{"city": "Cali"}], "many": ["x" * 256]})
+    settle(db)
+    run_sync("acct-1", "customers")
+    got = attrs(emulator, "c1")
+    assert got["hobbies"] == ["wine"]
+    assert got["many"] == many[:25]
+
+
+def test_create_off_never_creates_a_profile_from_any_entity(make_account, customer, run_sync, emulator, db) -> None:
+    from psycopg.types.json import Jsonb
+
+    make_account("acct-1")
+    customer("acct-1", "known", email="k@example.com", tags={"vip": True})
+    settle(db)
+    run_sync("acct-1", "customers")
+    with db.connection() as conn:
+        conn.execute("UPDATE braze_integrations SET sync_customers_create = false")
+    customer("acct-1", "new", email="n@example.com", tags={"vip": True})
+    customer("acct-1", "known", tags={"vip": False})
+    with db.connection() as conn:
+        for c in ("known", "new"):
+            conn.execute(
+                "INSERT INTO events (id, account_id, customer_id, type, properties, occurred_at) "
+                "VALUES (%s, 'acct-1', %s, 'VISIT', %s, now())",
+                (f"e-{c}", c, Jsonb({})),
+            )
+            conn.execute(
+                "INSERT INTO orders (account_id, id, customer_id, status, fulfilled_at) "
+                "VALUES ('acct-1', %s, %s, 'FULFILLED', now())",
+                (f"o-{c}", c),
+            )
+            conn.execute(
+                "INSERT INTO order_items (account_id, order_id, line_no, sku, quantity, unit_price) "
+                "VALUES ('acct-1', %s, 1, 'sku', 1, 10)",
+                (f"o-{c}",),
+            )
+        conn.execute("INSERT INTO audiences (account_id, id, name) VALUES ('acct-1', 'a1', 'VIP')")
+        conn.execute(
+            "INSERT INTO audience_members (account_id, audience_id, customer_id) "
+            "VALUES ('acct-1', 'a1', 'known'), ('acct-1', 'a1', 'new')"
+        )
+    settle(db)
+    for entity in ("customers", "events", "purchases", "audiences"):
+        assert run_sync("acct-1", entity).rejected == 0
+    assert emulator.profile("acct-1", "new") is None  # no object created it
+    known = emulator.profile("acct-1", "known")
+    assert known.attributes["masivo_tag_vip"] is False
+    assert known.attributes["masivo_VIP"] is True
+    assert len(known.events) == 1
+    assert len(known.purchases) == 1

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from masivo_braze_sync.errors import AuthenticationError, ConfigurationError, EndpointNotAllowed
+from tests.capture_helpers import settle
 
 
 def test_events_are_delivered_once_and_a_second_run_sends_nothing(
@@ -164,3 +165,59 @@ def test_server_errors_are_retried_and_lost_answers_are_counted_as_possible_dupl
     assert len(duplicated) == 75  # the one request whose answer was lost
     assert summary.possibly_duplicated >= 1
     assert summary.retries >= 3
+
+
+# -- Braze fidelity (issue 13) --------------------------------------------------------------------
+
+
+def test_internal_events_are_matched_on_the_name_braze_would_store(
+    make_account, add_events, run_sync, received, db
+) -> None:
+    make_account("acct-1", customers=1)
+    for kind in ("$FULFILL", "registration", "$$Expire", "Tier_Adjustment", "$redeem_coupon"):
+        add_events("acct-1", 1, type=kind)
+    kept = add_events("acct-1", 1, type="$VISIT")  # not internal: sent as `VISIT`
+    settle(db)
+    summary = run_sync("acct-1")
+    assert summary.skip_reasons == {"internal event": 5}
+    assert received("acct-1") == kept
+
+
+def test_an_event_over_256_properties_is_sent_with_a_deterministic_256(
+    make_account, add_events, run_sync, emulator, db
+) -> None:
+    make_account("acct-1", customers=1)
+    cart = {"items": [{"sku": f"s{i}", "qty": i, "price": 1.5} for i in range(90)]}
+    (eid,) = add_events("acct-1", 1, properties={"total": 135.0, "store": {"id": 3}, "cart": cart})
+    settle(db)
+    summary = run_sync("acct-1")
+    assert (summary.objects_sent, summary.rejected) == (1, 0)
+    assert summary.metrics.get("field_notes") == 1
+    props = emulator.profile("acct-1", "c1").events[0]["properties"]
+    assert len(props) == 256
+    # shallow values first (they describe the event), then the list in order until the limit
+    assert props["eid"] == eid
+    assert props["total"] == 135.0
+    assert props["store_id"] == 3
+    assert props["cart_items_0_sku"] == "s0"
+    assert props["cart_items_83_price"] == 1.5
+    # jsonb orders an object's keys by length, then bytes: qty, sku, price
+    assert "cart_items_84_qty" in props
+    assert "cart_items_84_sku" not in props
+    assert not any(k.startswith("cart_items_89") for k in props)
+    with db.connection() as conn:
+        rows = conn.execute("SELECT entity_key, stage, reason FROM braze_sync.rejected_rows").fetchall()
+    assert len(rows) == 1
+    assert rows[0][:2] == (eid, "field")
+    assert "273 properties" in rows[0][2]
+    assert "256" in rows[0][2]
+
+
+def test_null_properties_are_not_sent(make_account, add_events, run_sync, emulator, db) -> None:
+    make_account("acct-1", customers=1)
+    add_events("acct-1", 1, properties={"coupon": None, "store": {"id": None, "city": "Cali"}, "tags": [None, "a"]})
+    settle(db)
+    summary = run_sync("acct-1")
+    assert (summary.objects_sent, summary.rejected) == (1, 0)
+    props = emulator.profile("acct-1", "c1").events[0]["properties"]
+    assert props == {"eid": props["eid"], "store_city": "Cali", "tags_1": "a"}

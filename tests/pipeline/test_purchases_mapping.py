@@ -100,6 +100,7 @@ def test_a_fulfilled_line_becomes_one_purchase_linked_to_its_order() -> None:
                 "product_name": "Product 1",
                 "size_eu": 42,
                 "line_order_id": "x",  # the line's own key never overrides the link back
+                "purchase_id": "o1/1/+/0",
             },
         }
     }
@@ -205,6 +206,7 @@ def test_a_reversal_negates_exactly_what_was_sent_not_the_current_line() -> None
         "reversal": True,
         "reversal_reason": "REVERSED",
         "original_time": T_FULFIL,
+        "purchase_id": "o1/1/-/0",
     }
     assert set(out.state["unit_price"].to_list()) == {"-2.50"}
 

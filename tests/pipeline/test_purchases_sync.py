@@ -96,7 +96,7 @@ def test_fulfilled_lines_become_purchases_once_and_a_second_run_sends_nothing(ma
     ]
     assert {p["currency"] for p in got} == {"USD"}
     a = next(p for p in got if p["product_id"] == "A")
-    assert a["properties"] == {"order_id": "o1", "line_no": 1, "product_name": "Product 1"}
+    assert a["properties"] == {"order_id": "o1", "line_no": 1, "product_name": "Product 1", "purchase_id": "o1/1/+/0"}
     (c,) = purchases(emulator, "acct-1", "c2")
     assert c["currency"] == "EUR"
     assert ledger(db, "acct-1")[("o1", 2, "+")] == (
@@ -386,3 +386,15 @@ def test_every_recorded_key_leads_back_to_its_order() -> None:
         entries = PURCHASES.requeue_entries(keys)
         assert entries[1:] == [("orders", order_id)] * 2
     assert PURCHASES.requeue_entries(["o1"]) == [("orders", "o1")]
+
+
+def test_each_part_of_a_split_line_has_its_own_identity(make_account, run_sync, emulator, db):
+    make_account("acct-1", customers=1)
+    add_order(db, "acct-1", "o1", [("sku-1", 250, "2.00")], status="FULFILLED")
+    sync(run_sync)
+    set_status(db, "acct-1", "o1", "REVERSED")
+    sync(run_sync)
+    got = purchases(emulator, "acct-1")
+    assert [p["quantity"] for p in got] == [100, 100, 50, 100, 100, 50]
+    ids = [p["properties"]["purchase_id"] for p in got]
+    assert ids == ["o1/1/+/0", "o1/1/+/1", "o1/1/+/2", "o1/1/-/0", "o1/1/-/1", "o1/1/-/2"]

@@ -152,7 +152,8 @@ def test_events_of_any_shape_are_sent_or_rejected_with_a_reason(rows, make_accou
     runs = sync_caught_up(run_sync, db, account, "events")
 
     sent = _delivered(db, account, "events")
-    rejected = _rejected(db, account, "events")
+    # a `field` note (over 256 properties, cut to the 256 Braze keeps) is sent: not a rejection
+    rejected = {k: v for k, v in _rejected(db, account, "events").items() if any(s != "field" for s, _ in v)}
     assert ids[-1] in sent  # nothing held the good row back
     assert not sent & set(rejected)
     assert len(sent) + len(rejected) + sum(r.skipped for r in runs) == len(ids)
