@@ -1,4 +1,4 @@
-"""The `masivo-braze` command line (DESIGN.md §3): db init, sync, status, emulator, demo."""
+"""The `masivo-braze` command line (README "Using it"): db init, sync, status, emulator, demo."""
 
 from __future__ import annotations
 
@@ -365,7 +365,8 @@ def demo(
 
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # a quiet console, but INFO still goes to the Prefect server: the run's logs in the UI
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     # Without PREFECT_API_URL, Prefect starts its ephemeral API server and gives it 20 s: measured
     # 20-30 s on a slow 2-core host, where `demo` then failed before doing anything
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

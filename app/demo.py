@@ -18,23 +18,21 @@ from rich.table import Table
 
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.db.migrate import init_database
+from masivo_braze_sync.db.models import SOURCE_TABLES
 from masivo_braze_sync.errors import AccountSyncFailed
 from masivo_braze_sync.settings import get_settings
 
 DEMO_ACCOUNTS = ("demo-andes", "demo-caribe", "demo-pampa")
 CUSTOMERS_PER_ACCOUNT = 500
 
-SOURCE_TABLES = ("audience_members", "audiences", "order_items", "orders", "events", "customers")
-
 
 def reset_accounts(db: Database, account_ids: tuple[str, ...]) -> None:
     """Remove the accounts' source rows and sync state (demo and tests only)."""
     ids = list(account_ids)
     with db.connection() as conn:
-        for t in SOURCE_TABLES:
-            conn.execute(f"DELETE FROM public.{t} WHERE account_id = ANY(%s)", (ids,))
-        conn.execute("DELETE FROM public.braze_integrations WHERE account_id = ANY(%s)", (ids,))
-        conn.execute("DELETE FROM public.accounts WHERE id = ANY(%s)", (ids,))
+        for table in reversed(SOURCE_TABLES):  # models.py lists them parents first
+            column = "account_id" if "account_id" in table.c else "id"  # `accounts` itself
+            conn.execute(f"DELETE FROM public.{table.name} WHERE {column} = ANY(%s)", (ids,))
         sync_tables = conn.execute(
             "SELECT table_name FROM information_schema.columns "
             "WHERE table_schema = 'braze_sync' AND column_name = 'account_id'"

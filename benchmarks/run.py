@@ -254,8 +254,8 @@ def _db_url(server_url: str, name: str) -> str:
 
 @contextmanager
 def prefect_database(server_url: str):
-    """A database for Prefect's API on the same server (Prefect's production backend, PREFECT.md
-    2.2-2.3), or None when it cannot have `pg_trgm` (the ephemeral SQLite then stays)."""
+    """A database for Prefect's API on the same server (Prefect's production backend,
+    docs/prefect.md#prefects-database), or None when it cannot have `pg_trgm` (the ephemeral SQLite then stays)."""
     name = f"masivo_perf_prefect_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -7,7 +7,7 @@ from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
-from flows.common import sync_entity
+from flows.common import parent_run_name, sync_entity
 from masivo_braze_sync import resync
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.summary import summary_rows
@@ -15,10 +15,10 @@ from tasks.concurrency import prefect_budget, shared_server_configured
 from tasks.secrets import resolve_api_key
 
 
-@flow(name="sync-audiences", persist_result=False, log_prints=False)
+@flow(name="sync-audiences", flow_run_name=parent_run_name("audiences"), persist_result=False, log_prints=False)
 async def sync_audiences(account_ids: list[str] | None = None) -> list[dict]:
     """Send every account's audience joins, leaves, renames and deletes (Audiences toggle on)."""
-    return [s.as_dict() for s in await sync_entity("audiences", account_ids)]
+    return await sync_entity("audiences", account_ids)
 
 
 @flow(
@@ -28,7 +28,13 @@ async def sync_audiences(account_ids: list[str] | None = None) -> list[dict]:
     log_prints=False,
 )
 async def resync_audience(account_id: str, audience_id: str) -> dict:
-    """Re-send `masivo_<audience name>` = true to every current member of one audience."""
+    """Re-send `masivo_<audience name>` = true to every current member of one audience.
+
+    Args:
+        account_id: The Masivo account whose Braze workspace gets the audience again (its id, as in
+            `masivo-braze status`).
+        audience_id: The audience to re-send, from Masivo's `audiences` table of that account.
+    """
     summary = await resync.resync_audience(
         Database.from_settings(),
         account_id,

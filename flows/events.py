@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import sync_entity
+from flows.common import parent_run_name, sync_entity
 
 
-@flow(name="sync-events", persist_result=False, log_prints=False)
+@flow(name="sync-events", flow_run_name=parent_run_name("events"), persist_result=False, log_prints=False)
 async def sync_events(account_ids: list[str] | None = None) -> list[dict]:
     """Send every account's new events to its Braze workspace (Events toggle on)."""
-    return [s.as_dict() for s in await sync_entity("events", account_ids)]
+    return await sync_entity("events", account_ids)

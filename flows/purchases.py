@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import sync_entity
+from flows.common import parent_run_name, sync_entity
 
 
-@flow(name="sync-purchases", persist_result=False, log_prints=False)
+@flow(name="sync-purchases", flow_run_name=parent_run_name("purchases"), persist_result=False, log_prints=False)
 async def sync_purchases(account_ids: list[str] | None = None) -> list[dict]:
     """Send every account's fulfilled, reversed and cancelled orders to its Braze workspace (Purchases toggle on)."""
-    return [s.as_dict() for s in await sync_entity("purchases", account_ids)]
+    return await sync_entity("purchases", account_ids)

@@ -12,15 +12,9 @@ from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.errors import ConfigurationError
 from masivo_braze_sync.settings import Settings
 
-TOGGLES = (
-    "sync_customers_create",
-    "sync_customers_update",
-    "sync_customers_delete",
-    "sync_customer_tags",
-    "sync_events",
-    "sync_purchases",
-    "sync_audiences",
-)
+#: the prefix of `braze_integrations`' toggle columns: every one is read, so a new entity's toggle
+#: needs only its column (`db/models.py`, a migration); entities name theirs (`Entity.toggles`)
+TOGGLE_PREFIX = "sync_"
 
 #: how an account's orders reach Braze (`braze_integrations.orders_as`; null = the first)
 ORDERS_AS = ("purchases", "ecommerce", "both")
@@ -99,7 +93,8 @@ class AccountConfig:
 
 ACCOUNTS_SQL = f"""
 SELECT a.id AS account_id, a.name, a.currency, i.api_key, i.rest_endpoint, i.enabled,
-       {", ".join(f"i.{t}" for t in TOGGLES)},
+       (SELECT jsonb_object_agg(t.key, t.value) FROM jsonb_each(to_jsonb(i)) t
+        WHERE starts_with(t.key, '{TOGGLE_PREFIX}')) AS toggles,
        i.combined_object_limit, i.track_rate_limit, i.track_rate_window_seconds, i.delete_rate_limit,
        i.orders_as
 FROM public.accounts a JOIN public.braze_integrations i ON i.account_id = a.id
@@ -119,7 +114,7 @@ def load_accounts(conn: psycopg.Connection, account_ids: list[str] | None = None
             currency=(r["currency"] or "USD").strip(),
             rest_endpoint=r["rest_endpoint"],
             enabled=r["enabled"],
-            toggles={t: r[t] for t in TOGGLES},
+            toggles={t: bool(on) for t, on in r["toggles"].items()},
             combined_object_limit=r["combined_object_limit"],
             track_rate_limit=r["track_rate_limit"],
             track_rate_window_seconds=r["track_rate_window_seconds"],

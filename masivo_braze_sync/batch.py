@@ -86,7 +86,11 @@ class _Request:
 
 
 def pack_track(
-    objects: pl.DataFrame, *, max_objects: int = 75, combined: bool = False, max_bytes: int = BRAZE.request_bytes
+    objects: pl.DataFrame,
+    *,
+    max_objects: int = BRAZE.objects_per_array,
+    combined: bool = False,
+    max_bytes: int = BRAZE.request_bytes,
 ) -> list[RequestPlan]:
     """Pack an objects frame (key, array, body) into `/users/track` requests, order kept per array.
 
@@ -131,7 +135,9 @@ def pack_track(
     return plans
 
 
-def pack_delete(external_ids: list[str], *, max_ids: int = 50, first_seq: int = 0) -> list[RequestPlan]:
+def pack_delete(
+    external_ids: list[str], *, max_ids: int = BRAZE.delete_ids_per_request, first_seq: int = 0
+) -> list[RequestPlan]:
     """`/users/delete` requests of at most `max_ids` external ids each."""
     plans = []
     for n, start in enumerate(range(0, len(external_ids), max_ids)):
@@ -140,17 +146,12 @@ def pack_delete(external_ids: list[str], *, max_ids: int = 50, first_seq: int = 
     return plans
 
 
-def min_requests(objects: int, per_request: int = 75) -> int:
-    """The fewest requests that can carry `objects` objects."""
-    return (objects + per_request - 1) // per_request
-
-
 def pack(
     objects: pl.DataFrame,
     *,
-    max_objects: int = 75,
+    max_objects: int = BRAZE.objects_per_array,
     combined: bool = False,
-    max_delete_ids: int = 50,
+    max_delete_ids: int = BRAZE.delete_ids_per_request,
     max_bytes: int = BRAZE.request_bytes,
 ) -> list[RequestPlan]:
     """All requests for an objects frame: `/users/track` ones first, then `/users/delete` ones."""

@@ -4,7 +4,8 @@ Triggers (migration 0001) append one `braze_sync.change_log` row per changed sou
 with the writing transaction's id (`txid xid8`). A consumer remembers a position `(txid, id)` and
 reads forward, but only rows whose transaction is below `pg_snapshot_xmin(pg_current_snapshot())`:
 every transaction below that horizon has finished, so nothing can ever appear behind a position
-taken from below it, however long a writer held its transaction open (notes/change-capture.md).
+taken from below it, however long a writer held its transaction open
+(docs/change-capture.md#the-change-log-and-the-horizon).
 The horizon is taken in the same statement as the read: READ COMMITTED gives each statement its
 own snapshot, and a horizon from an earlier statement could be stale.
 """
@@ -218,6 +219,53 @@ def backlog(conn: psycopg.Connection, *, entities: tuple[str, ...], account_id: 
     ).fetchone()[0]
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What waits for one consumer of one account: changes after its cursor, and the oldest's age."""
+
+    rows: int
+    #: age of the oldest unsent change, in seconds: how far Braze lags behind Masivo
+    lag_seconds: float
+
+
+BACKLOGS_SQL = """
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
+       coalesce((
+           SELECT json_agg(json_build_array(account_id, n, age)) FROM (
+               SELECT l.account_id, count(*) AS n, extract(epoch FROM now() - min(l.created_at)) AS age
+               FROM braze_sync.change_log l
+               LEFT JOIN braze_sync.cursors c ON c.consumer = %(consumer)s AND c.account_id = l.account_id
+               WHERE l.entity = ANY(%(entities)s) AND l.account_id = ANY(%(accounts)s)
+                 AND (c.account_id IS NULL OR (l.txid, l.id) > (c.txid, c.log_id))
+               GROUP BY l.account_id
+           ) g
+       ), '[]')
+"""
+
+
+def scan_backlogs(
+    conn: psycopg.Connection, *, consumer: str, entities: tuple[str, ...], account_ids: list[str]
+) -> tuple[dict[str, Backlog], int]:
+    """Every listed account's backlog for `consumer` in one statement, and that statement's horizon.
+
+    Accounts with no backlog are left out. Changes not yet visible to the horizon count too: they
+    are work, only not readable yet. An interrupted batch's rows are after the cursor, so an account
+    with an open batch has a backlog. An account left out had nothing below the horizon (every
+    transaction below it had ended when the statement counted): what a read finding nothing shows.
+    """
+    horizon, found = conn.execute(
+        BACKLOGS_SQL, {"consumer": consumer, "entities": list(entities), "accounts": list(account_ids)}
+    ).fetchone()
+    return {account: Backlog(int(n), float(age or 0)) for account, n, age in found}, int(horizon)
+
+
+def backlogs(
+    conn: psycopg.Connection, *, consumer: str, entities: tuple[str, ...], account_ids: list[str]
+) -> dict[str, Backlog]:
+    """Every listed account's backlog for `consumer` (`scan_backlogs` without the horizon)."""
+    return scan_backlogs(conn, consumer=consumer, entities=entities, account_ids=account_ids)[0]
+
+
 def horizon_age_seconds(conn: psycopg.Connection) -> float:
     """Age of the oldest open transaction in the cluster: how long changes may be held back."""
     age = conn.execute(
@@ -235,7 +283,7 @@ WHERE l.entity = %(entity)s AND l.account_id = %(account_id)s
 
 
 def prune(conn: psycopg.Connection, *, account_id: str, readers: dict[str, tuple[str, ...]]) -> int:
-    """Delete log rows every consumer that reads them has committed past (notes/change-capture.md §4).
+    """Delete log rows every consumer that reads them has committed past (docs/change-capture.md#pruning).
 
     `readers` maps consumer name → the log entities it reads. An entity's rows go only below the
     lowest cursor of all its readers; a reader that never ran for the account keeps them all.

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from masivo_braze_sync.batch import DELETE, RequestPlan
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.errors import ConfigurationError, PermanentError, RetryableError
-from masivo_braze_sync.ledger import Ledger, Outcome
+from masivo_braze_sync.errors import AuthenticationError, ConfigurationError, PermanentError, RetryableError
+from masivo_braze_sync.ledger import DeliveryOutcome, Ledger
 
 FLUSH_SECONDS = 0.2
 
@@ -37,7 +37,7 @@ class DeliveryStats:
 
 
 def _error_reason(error: dict) -> str:
-    # Braze's `type` is a fixed sentence or code (CONTRACT §3.1), never the value it refused
+    # Braze's `type` is a fixed sentence or code (docs/braze.md#request-and-response-format), never the value it refused
     return f"Braze refused the object: {str(error.get('type', 'unknown error'))[:200]}"
 
 
@@ -61,7 +61,7 @@ async def deliver(
     Counts go to `stats` when given, so a caller keeps those of a delivery that raised.
     """
     stats = stats if stats is not None else DeliveryStats()
-    outcomes: list[Outcome] = []
+    outcomes: list[DeliveryOutcome] = []
     rejects: list[tuple[str, str]] = []
     queue: asyncio.Queue[tuple[RequestPlan, int] | None] = asyncio.Queue()
     failure: list[BaseException] = []
@@ -95,10 +95,16 @@ async def deliver(
                 result = await client.track(plan.body)
                 errors = result.errors
             status, http_status = "delivered", result.status_code
+        except AuthenticationError as exc:
+            # 401/403: Braze applied nothing. Recorded as `refused`, the next attempt resends these
+            # objects without counting them as possible duplicates (docs/operations.md#ledger)
+            outcomes.append(DeliveryOutcome(delivery_id, "refused", exc.status_code, 1, False))
+            raise
         except PermanentError as exc:
             if exc.status_code is not None and 300 <= exc.status_code < 400:
                 # a redirect says where the endpoint points, not what is wrong with these objects:
                 # the account stops (its batch stays open) until the endpoint is fixed
+                outcomes.append(DeliveryOutcome(delivery_id, "refused", exc.status_code, 1, False))
                 raise ConfigurationError(str(exc)) from None
             # the request itself was refused: nothing in it was applied; record every object
             result, errors, status, http_status = None, exc.errors, "rejected", exc.status_code
@@ -128,7 +134,7 @@ async def deliver(
             stats.rate_limited += result.rate_limited
             stats.possibly_duplicated += int(result.possibly_duplicated)
         outcomes.append(
-            Outcome(
+            DeliveryOutcome(
                 delivery_id,
                 status,
                 http_status,
@@ -142,7 +148,9 @@ async def deliver(
     async def worker() -> None:
         while (item := await queue.get()) is not None:
             if failure:
-                continue  # drain: an account-level failure stops further sends
+                # drain: an account-level failure stops further sends; these never left
+                outcomes.append(DeliveryOutcome(item[1], "unsent", None, 0, False))
+                continue
             try:
                 await send(*item)
             except (ConfigurationError, RetryableError) as exc:

@@ -11,7 +11,7 @@
     └── RecordRejected            one record cannot be sent; it is recorded, the rest goes on
 
 Messages carry account ids, status codes and counts, never API keys, payloads or customer data:
-Prefect stores exception messages in its database (PREFECT.md 2.6).
+Prefect stores exception messages in its database (docs/prefect.md#result-persistence-and-what-prefect-stores).
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from __future__ import annotations
 
 class SyncError(Exception):
     """Base class for every error this package raises on purpose."""
-
-    #: whether trying again later may succeed without anyone changing anything
-    retryable: bool = False
 
     def __reduce__(self):  # keep exceptions picklable whatever their constructor (Prefect moves them)
         return (self.__class__.__new__, (self.__class__,), self.__dict__ | {"args": self.args})
@@ -49,8 +46,6 @@ class AuthenticationError(ConfigurationError):
 
 class RetryableError(SyncError):
     """A transient failure: the same request may succeed later."""
-
-    retryable = True
 
     def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -90,8 +85,9 @@ class AccountSyncFailed(SyncError):
     """Raised at the end of a multi-account run when at least one account failed."""
 
     def __init__(self, failures: dict[str, str], summaries: list | None = None) -> None:
-        names = ", ".join(sorted(failures))
-        super().__init__(f"{len(failures)} account(s) failed: {names}")
+        # each account's reason in the message: it is what the parent run's state shows first
+        reasons = "; ".join(f"{a}: {failures[a].removeprefix(f'account {a}: ')}" for a in sorted(failures))
+        super().__init__(f"{len(failures)} account(s) failed: {reasons}")
         self.failures = failures
         #: every account's summary (counts only), failed or not, for the caller's report
         self.summaries = summaries or []

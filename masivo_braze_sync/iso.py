@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: ISO 3166-1 alpha-2, officially assigned codes (Braze's `country`, CONTRACT §5.2)
+#: ISO 3166-1 alpha-2, officially assigned codes (Braze's `country`, docs/braze.md#user-attributes-object)
 COUNTRIES = frozenset(
     """
     AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
@@ -16,7 +16,7 @@ COUNTRIES = frozenset(
     """.split()
 )
 
-#: ISO 639-1 two-letter language codes (Braze's `language`, CONTRACT §5.2)
+#: ISO 639-1 two-letter language codes (Braze's `language`, docs/braze.md#user-attributes-object)
 LANGUAGES = frozenset(
     """
     aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da

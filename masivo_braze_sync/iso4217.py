@@ -1,4 +1,4 @@
-"""ISO 4217 alphabetic currency codes Braze accepts as a purchase `currency` (CONTRACT §7).
+"""ISO 4217 alphabetic currency codes Braze accepts as a purchase `currency` (docs/braze.md#purchase-object).
 
 The codes in force in 2025 (List One, including fund, metal and test codes); withdrawn codes
 (HRK, SLL, CUC, ZWL, VEF, BYR, MRO, STD, LTL, ...) are not valid; ANG stays until the XCG

@@ -7,7 +7,7 @@ blocks just before they go out, and `delivered` / `rejected` as answers arrive. 
 to the batch's end only when every request has a final answer (`commit`). After a crash the open
 batch is taken up again: keys already delivered are not sent again, keys whose request was
 `sending` are sent again and counted as possible duplicates (Braze has no idempotency key,
-CONTRACT §9), and keys never sent are simply sent.
+docs/braze.md#request-and-response-format), and keys never sent are simply sent.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ class ResumeState:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """The final answer for one ledger row."""
 
     delivery_id: int
-    status: str  # delivered | rejected
+    status: str  # delivered | rejected | refused (401/403: not applied) | unsent (never left)
     http_status: int | None
     attempts: int
     possibly_duplicated: bool
@@ -159,9 +159,12 @@ class Ledger:
                     state.done_keys.update(keys)
                 elif status in ("sending", "unknown"):
                     state.unknown_keys.update(keys)
-            # `unknown` = superseded: the keys are planned again in new rows of this attempt
+            # superseded: the keys are planned again in new rows of this attempt. A request that
+            # was sent may have landed (`unknown`); one never sent cannot have (`unsent`), nor
+            # one Braze refused with 401/403 (`refused`): only `unknown` counts as a possible duplicate
             conn.execute(
-                "UPDATE braze_sync.deliveries SET status = 'unknown' "
+                "UPDATE braze_sync.deliveries "
+                "SET status = CASE status WHEN 'sending' THEN 'unknown' ELSE 'unsent' END "
                 "WHERE batch_id = %s AND status IN ('pending', 'sending')",
                 (batch_id,),
             )
@@ -197,7 +200,7 @@ class Ledger:
             with self.db.connection() as conn:
                 conn.execute("UPDATE braze_sync.deliveries SET status = 'sending' WHERE id = ANY(%s)", (delivery_ids,))
 
-    def record_outcomes(self, outcomes: list[Outcome], rejects: list[tuple[str, str]], batch_id: int) -> None:
+    def record_outcomes(self, outcomes: list[DeliveryOutcome], rejects: list[tuple[str, str]], batch_id: int) -> None:
         """Record final answers, and the objects Braze refused inside them, in one transaction."""
         if not outcomes and not rejects:
             return

@@ -9,14 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masivo_braze_sync.db.engine import Database
-from masivo_braze_sync.entities.audiences import AUDIENCES
 from masivo_braze_sync.entities.base import Entity
-from masivo_braze_sync.resync import RESYNC_CONSUMER
-
-#: consumers that are not a sync of their own, and the entity whose sync sends their rejected rows
-#: again: a resync's object is keyed by customer id, which the audiences sync expands to the
-#: customer's current memberships (the resynced audience among them)
-RETRIED_BY = {RESYNC_CONSUMER: AUDIENCES.name}
 
 
 def full_resync(db: Database, entity: Entity, account_id: str, *, resend: bool = False) -> int:
@@ -67,7 +60,7 @@ def retry_rejected(
     row still invalid is rejected again, with its reason, as a new rejected row.
     """
     # only consumers whose rows can be queued are marked retried: the others stay listed
-    senders = {c: entities[c] for c in entities} | {c: entities[e] for c, e in RETRIED_BY.items() if e in entities}
+    senders = {c: e for e in entities.values() for c in (e.name, *e.retries_rejected_of)}
     done: dict[tuple[str, str], int] = {}
     with db.connection() as conn:
         rows = conn.execute(

@@ -29,12 +29,13 @@ from masivo_braze_sync.capture import LogRange, Position
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.entities.audiences import (
     AUDIENCES,
+    RESYNC_CONSUMER,
     attribute_key,
     attribute_objects,
     judge_customers,
     key_problem,
 )
-from masivo_braze_sync.entities.base import AccountContext, Entity, Prepared, update_only
+from masivo_braze_sync.entities.base import CUSTOMER_STATE_SQL, AccountContext, Entity, Prepared, update_only
 from masivo_braze_sync.errors import SyncError
 from masivo_braze_sync.extract import read_frame
 from masivo_braze_sync.ledger import BatchRef, try_lock
@@ -42,19 +43,16 @@ from masivo_braze_sync.pipeline import AccountBusy, AccountRun, RunFailed
 from masivo_braze_sync.settings import Settings
 from masivo_braze_sync.summary import AccountSummary
 
-RESYNC_CONSUMER = "audiences-resync"
 CHUNK_ROWS = 20_000
 
-_MEMBERS = """
+_MEMBERS = f"""
 SELECT m.customer_id AS key, m.customer_id,
-       CASE WHEN c.id IS NULL THEN 'missing'
-            WHEN c.deleted_at IS NOT NULL THEN 'deleted'
-            ELSE 'active' END AS customer_state
+       {CUSTOMER_STATE_SQL}
 FROM public.audience_members m
 LEFT JOIN public.customers c ON c.account_id = m.account_id AND c.id = m.customer_id
-WHERE m.account_id = $1 AND m.audience_id = $2 {after}
+WHERE m.account_id = $1 AND m.audience_id = $2 {{after}}
 ORDER BY m.customer_id
-LIMIT {limit}
+LIMIT {{limit}}
 """
 
 

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     objects_per_request: int = Field(default=BRAZE.objects_per_array, ge=1, le=BRAZE.objects_per_array)
     delete_ids_per_request: int = Field(default=BRAZE.delete_ids_per_request, ge=1, le=BRAZE.delete_ids_per_request)
 
+    # alerts (docs/operations.md#alerts)
+    alert_rejected_rows: int = Field(
+        default=100, ge=1, description="Rejected rows in one account run that mark its event as above the threshold."
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -1,76 +1,139 @@
-"""`masivo-braze status`: per account and entity, backlog, last success, last error, rejects, drops."""
+"""What an operator asks first, per account and entity: backlog and lag (age of the oldest unsent
+change), last success, last error, rejected rows by reason, changes dropped while switched off.
+`masivo-braze status` prints it for every account; each account run's artifact shows it for its
+own (`run_report.py`).
+
+Counts, reasons and ids only: a reason names a field or Braze's error type, never a value.
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import psycopg
 from rich.console import Console
 from rich.table import Table
 
 from masivo_braze_sync.accounts import load_accounts
-from masivo_braze_sync.capture import backlog, horizon_age_seconds, read_cursor
+from masivo_braze_sync.capture import backlogs, horizon_age_seconds
 from masivo_braze_sync.db.engine import Database
 from masivo_braze_sync.entities import ENTITIES
+from masivo_braze_sync.signals import PreviousRun
+
+#: the most frequent reasons shown per account and entity
+TOP_REASONS = 5
+
+
+@dataclass
+class AccountStatus:
+    """Where one entity of one account stands."""
+
+    account_id: str
+    entity: str
+    enabled: bool = True
+    backlog: int = 0
+    #: age in seconds of the oldest change not yet sent (0 when caught up)
+    lag_seconds: float = 0.0
+    last_success: datetime | None = None
+    #: the error of the last run, when it failed after the last success
+    last_error: str | None = None
+    #: rejected rows not retried yet
+    rejected: int = 0
+    #: the most frequent reasons of those, with their counts
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    #: changes made while the entity was switched off for the account (`capture.skip_switched_off`)
+    dropped_while_off: int = 0
+
+
+def account_status(conn: psycopg.Connection, account_id: str, entity: str) -> AccountStatus:
+    """The status of one entity of one account."""
+    spec = ENTITIES[entity]
+    waiting = backlogs(conn, consumer=entity, entities=spec.captured, account_ids=[account_id]).get(account_id)
+    last_ok, last_err, err_at = conn.execute(
+        """
+        SELECT max(finished_at) FILTER (WHERE status = 'ok'),
+               (array_agg(error ORDER BY finished_at DESC) FILTER (WHERE status = 'failed'))[1],
+               max(finished_at) FILTER (WHERE status = 'failed')
+        FROM braze_sync.run_summaries WHERE account_id = %s AND consumer = %s
+        """,
+        (account_id, entity),
+    ).fetchone()
+    reasons = conn.execute(
+        "SELECT reason, count(*) FROM braze_sync.rejected_rows "
+        "WHERE account_id = %s AND consumer = %s AND retried_at IS NULL GROUP BY reason ORDER BY 2 DESC, 1",
+        (account_id, entity),
+    ).fetchall()
+    dropped = conn.execute(
+        "SELECT coalesce(sum(skipped), 0) FROM braze_sync.run_summaries "
+        "WHERE account_id = %s AND consumer = %s AND status = 'off'",
+        (account_id, entity),
+    ).fetchone()[0]
+    return AccountStatus(
+        account_id,
+        entity,
+        backlog=waiting.rows if waiting else 0,
+        lag_seconds=waiting.lag_seconds if waiting else 0.0,
+        last_success=last_ok,
+        last_error=last_err if (err_at and (not last_ok or err_at > last_ok)) else None,
+        rejected=sum(n for _, n in reasons),
+        rejected_by_reason=dict(reasons[:TOP_REASONS]),
+        dropped_while_off=int(dropped),
+    )
+
+
+def previous_run(conn: psycopg.Connection, account_id: str, entity: str) -> PreviousRun | None:
+    """How the account's last recorded run of the entity ended (None: it never ran)."""
+    row = conn.execute(
+        "SELECT status, error FROM braze_sync.run_summaries WHERE account_id = %s AND consumer = %s "
+        "ORDER BY finished_at DESC, id DESC LIMIT 1",
+        (account_id, entity),
+    ).fetchone()
+    return PreviousRun(*row) if row else None
 
 
 def status_rows(conn: psycopg.Connection) -> list[dict]:
-    """One dict per (account, entity) with an integration: the numbers `status` prints."""
+    """One status per (account, entity) with an integration (`AccountStatus` as a dict): what `status` prints."""
     rows = []
     for acct in load_accounts(conn):
         for name, spec in ENTITIES.items():
-            cursor = read_cursor(conn, consumer=name, account_id=acct.account_id)
-            last_ok, last_err, err_at = conn.execute(
-                """
-                SELECT max(finished_at) FILTER (WHERE status = 'ok'),
-                       (array_agg(error ORDER BY finished_at DESC) FILTER (WHERE status = 'failed'))[1],
-                       max(finished_at) FILTER (WHERE status = 'failed')
-                FROM braze_sync.run_summaries WHERE account_id = %s AND consumer = %s
-                """,
-                (acct.account_id, name),
-            ).fetchone()
-            dropped = conn.execute(  # changes made while it was switched off (capture.skip_switched_off)
-                "SELECT coalesce(sum(skipped), 0) FROM braze_sync.run_summaries "
-                "WHERE account_id = %s AND consumer = %s AND status = 'off'",
-                (acct.account_id, name),
-            ).fetchone()[0]
-            rejected = conn.execute(
-                "SELECT count(*) FROM braze_sync.rejected_rows "
-                "WHERE account_id = %s AND consumer = %s AND retried_at IS NULL",
-                (acct.account_id, name),
-            ).fetchone()[0]
-            rows.append(
-                {
-                    "account_id": acct.account_id,
-                    "entity": name,
-                    "enabled": spec.is_enabled(acct),
-                    "backlog": backlog(conn, entities=spec.captured, account_id=acct.account_id, after=cursor),
-                    "last_success": last_ok,
-                    "last_error": last_err if (err_at and (not last_ok or err_at > last_ok)) else None,
-                    "rejected": rejected,
-                    "dropped_while_off": int(dropped),
-                }
-            )
+            row = account_status(conn, acct.account_id, name)
+            row.enabled = spec.is_enabled(acct)
+            rows.append(asdict(row))
     return rows
 
 
+def format_age(seconds: float) -> str:
+    """`42s`, `7m`, `3h`, `2d`: a lag at a glance."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def print_status(console: Console, db: Database) -> None:
-    """Print the status table and the change-capture horizon's age."""
+    """Print the status table, the rejection reasons and the change-capture horizon's age."""
     with db.connection() as conn:
-        rows = status_rows(conn)
+        rows = [AccountStatus(**r) for r in status_rows(conn)]
         age = horizon_age_seconds(conn)
     table = Table(title="Braze sync status", title_justify="left")
-    for col in ("account", "entity", "on", "backlog", "last success", "last error", "rejected", "dropped"):
+    for col in ("account", "entity", "on", "backlog", "lag", "last success", "last error", "rejected", "dropped"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            r["account_id"],
-            r["entity"],
-            "yes" if r["enabled"] else "no",
-            f"{r['backlog']:,}",
-            r["last_success"].strftime("%Y-%m-%d %H:%M:%S %Z") if r["last_success"] else "never",
-            r["last_error"] or "",
-            f"{r['rejected']:,}",
-            f"{r['dropped_while_off']:,}",
+            r.account_id,
+            r.entity,
+            "yes" if r.enabled else "no",
+            f"{r.backlog:,}",
+            format_age(r.lag_seconds) if r.backlog else "",
+            r.last_success.strftime("%Y-%m-%d %H:%M:%S %Z") if r.last_success else "never",
+            r.last_error or "",
+            f"{r.rejected:,}",
+            f"{r.dropped_while_off:,}",
         )
     console.print(table)
+    for r in rows:
+        for reason, n in r.rejected_by_reason.items():
+            console.print(f"  {r.account_id}/{r.entity}: {n:,} rejected: {reason}")
     if age > 60:
         console.print(f"[yellow]oldest open transaction is {age:.0f}s old: changes after it wait until it ends[/]")

@@ -23,7 +23,7 @@ class AccountSummary:
 
     account_id: str
     entity: str
-    status: str = "ok"  # ok | failed | busy | idle
+    status: str = "ok"  # ok | failed | busy | idle (nothing to send: no run was started)
     rows_read: int = _counter("read")
     objects_sent: int = _counter("sent", delivery=True)
     rejected: int = _counter("rejected", delivery=True)
@@ -56,7 +56,8 @@ DELIVERY_COUNTERS: tuple[str, ...] = tuple(f.name for f in fields(AccountSummary
 #: short column labels for tables
 LABELS: dict[str, str] = {f.name: f.metadata["label"] for f in fields(AccountSummary) if "label" in f.metadata}
 #: the columns of an account's row in artifacts and the CLI
-TABLE_COLUMNS: tuple[str, ...] = ("account_id", "status", *COUNTERS, "seconds", "error")
+#: (`error` beside `status`: a wide table pushed the reason off the page)
+TABLE_COLUMNS: tuple[str, ...] = ("account_id", "status", "error", *COUNTERS, "seconds")
 #: the columns of `braze_sync.run_summaries` written from a summary
 _RECORDED = ("consumer", "account_id", "status", *COUNTERS, "seconds", "error")
 

@@ -6,9 +6,9 @@ pipeline, so the key itself lives only in Prefect's (encrypted) block storage an
 the run that uses it. The core package never imports Prefect: it receives an `AccountConfig`
 whose key is already resolved.
 
-The resolved key is never a flow or task parameter, a log line or exception text (PREFECT.md 2.6):
-errors name the account and the block, never a value. A missing block fails that account only,
-with a `ConfigurationError`.
+The resolved key is never a flow or task parameter, a log line or exception text
+(docs/prefect.md#result-persistence-and-what-prefect-stores): errors name the account and the
+block, never a value. A missing block fails that account only, with a `ConfigurationError`.
 """
 
 from __future__ import annotations

@@ -18,10 +18,9 @@ import pytest
 
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.db.migrate import init_database
+from masivo_braze_sync.db.models import SOURCE_TABLES
 from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace
 from masivo_braze_sync.settings import Settings, get_settings
-
-SOURCE_TABLES = "accounts, braze_integrations, customers, events, orders, order_items, audiences, audience_members"
 
 # fast failure paths in tests: tiny backoff, short timeouts
 TEST_ENV = {
@@ -76,7 +75,7 @@ def db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'braze_sync' AND tablename <> 'alembic_version'"
             )
         ]
-        sources = [f"public.{t.strip()}" for t in SOURCE_TABLES.split(",")]
+        sources = [f"public.{t.name}" for t in SOURCE_TABLES]
         conn.execute(f"TRUNCATE {', '.join(sources + sync_tables)} RESTART IDENTITY CASCADE")
     yield database
     database.dispose()

@@ -1,11 +1,11 @@
 """The Braze REST client: `/users/track` and `/users/delete` with pacing, retries and classification.
 
-Shape (PREFECT.md 4.3): the client holds policy (auth header, timeouts, retries, pacing) and
+Shape, as HTTPX's own clients: the client holds policy (auth header, timeouts, retries, pacing) and
 delegates bytes on the wire to an `httpx.AsyncBaseTransport`, which tests replace with
 `httpx.MockTransport`. Every response is classified in one place, `classify_status`, the way
-singer-sdk's `validate_response` does (PREFECT.md 4.2):
+singer-sdk's `validate_response` does (docs/braze.md#status-codes):
 
-    2xx            success (201, or 202 "queued" from older docs, CONTRACT §3.2); 201 may carry
+    2xx            success (201, or 202 "queued" from older docs); 201 may carry
                    per-object `errors`, returned, not raised
     429            retry after the wait Braze asked for; the whole workspace pauses (RateLimited)
     5xx            retry with exponential backoff (RetryableError); may have been applied
@@ -19,15 +19,17 @@ headers of that attempt (and also pauses the shared limiter), and the loop has t
 attempts, 429s and "may have been applied" for the delivery ledger; expressing that through
 tenacity's callbacks was longer and harder to read than the loop itself.
 
-Braze has no idempotency key (CONTRACT §9): a retried request whose earlier attempt landed is
-applied twice, so results and errors say whether that may have happened (`possibly_duplicated`
-on results, `possibly_applied` on exceptions).
+Braze has no idempotency key (docs/braze.md#request-and-response-format): a retried request whose
+earlier attempt landed is applied twice, so results and errors say whether that may have happened
+(`possibly_duplicated` on results, `possibly_applied` on exceptions).
 
-Privacy (PREFECT.md 2.6): exception messages carry the endpoint path, status codes, counts and
-Braze's `message` when it is short and generic; never the key, the request body or the rest of
-the response body. The key is not in `repr(client)` and the client refuses to be pickled.
+Privacy (docs/prefect.md#result-persistence-and-what-prefect-stores): exception messages carry the
+endpoint path, status codes, counts and Braze's `message` when it is short and generic; never the
+key, the request body or the rest of the response body. The key is not in `repr(client)` and the
+client refuses to be pickled.
 
-One client belongs to one event loop (httpx connections are bound to it, PREFECT.md 2.8):
+One client belongs to one event loop (httpx connections are bound to it,
+docs/prefect.md#event-loops-and-http-clients):
 create it inside the async task that uses it. Its limiters, by contrast, are shared across
 loops and threads.
 """
@@ -249,7 +251,8 @@ class TrackResult:
     """The outcome of one `/users/track` request that Braze accepted (2xx)."""
 
     status_code: int
-    #: Braze's per-object errors `[{type, input_array, index}]` (CONTRACT §3.1); the rest was queued
+    #: Braze's per-object errors `[{type, input_array, index}]`; the rest was queued
+    #: (docs/braze.md#request-and-response-format)
     errors: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 1
     retries: int = 0
@@ -267,7 +270,7 @@ class DeleteResult:
     """The outcome of one `/users/delete` request that Braze accepted (2xx)."""
 
     status_code: int
-    #: users queued for deletion, as Braze counted them (`{"deleted": n}`, CONTRACT §8)
+    #: users queued for deletion, as Braze counted them (`{"deleted": n}`, docs/braze.md#deleting-users)
     deleted: int = 0
     attempts: int = 1
     retries: int = 0
@@ -277,7 +280,7 @@ class DeleteResult:
 
 
 class Outcome(enum.Enum):
-    """What a status code means for the caller (CONTRACT §3.2)."""
+    """What a status code means for the caller (docs/braze.md#status-codes)."""
 
     SUCCESS = "success"
     RETRY = "retry"
@@ -287,7 +290,7 @@ class Outcome(enum.Enum):
 
 
 def classify_status(status_code: int) -> Outcome:
-    """Classify an HTTP status: retry only 429 and 5xx, never another 4xx (CONTRACT §3.2)."""
+    """Classify an HTTP status: retry only 429 and 5xx, never another 4xx (docs/braze.md#status-codes)."""
     if 200 <= status_code < 300:
         return Outcome.SUCCESS
     if status_code == 429 or status_code >= 500:
@@ -334,7 +337,7 @@ def _check_api_key(api_key: str) -> str:
     if not key:
         raise ConfigurationError("the Braze API key is empty")
     if key[0] in "\"'" or key[-1] in "\"'":
-        raise ConfigurationError("the Braze API key is wrapped in quotes; remove them (Braze answers 401, CONTRACT §1)")
+        raise ConfigurationError("the Braze API key is wrapped in quotes; remove them (Braze answers 401)")
     if any(not 33 <= ord(ch) <= 126 for ch in key):
         raise ConfigurationError("the Braze API key contains spaces, control characters or non-ASCII characters")
     return key
@@ -475,7 +478,7 @@ class BrazeClient:
         )
 
     async def delete(self, external_ids: list[str]) -> DeleteResult:
-        """Delete up to 50 users by `external_id` (CONTRACT §8).
+        """Delete up to 50 users by `external_id` (docs/braze.md#deleting-users).
 
         Args:
             external_ids: 1 to 50 non-empty external ids (one identifier type per request).
@@ -572,7 +575,7 @@ class BrazeClient:
                 if response.status_code == 429:
                     tally.rate_limited += 1  # a 429 was refused before processing: never applied
                 else:
-                    tally.possibly_applied = True  # a 5xx may come after the write (CONTRACT §3.2, §13)
+                    tally.possibly_applied = True  # a 5xx may come after the write (docs/braze.md#status-codes)
 
             is_429 = response is not None and response.status_code == 429
             if asked is not None and asked > self.settings.max_retry_wait_seconds:

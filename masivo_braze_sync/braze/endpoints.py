@@ -1,19 +1,19 @@
 """The REST endpoint allow-list: an API key is only ever sent to a real Braze instance.
 
 Braze REST keys are bearer tokens, so whoever receives one can act on the workspace. The
-configured endpoint therefore has to be one of the hosts Braze publishes (CONTRACT §1, "REST
+configured endpoint therefore has to be one of the hosts Braze publishes (docs/braze.md#endpoints-and-instances, "REST
 hosts") and nothing that merely looks like one. The check is deliberately a strict parse plus
 an exact host comparison, not a pattern: `rest.iad-10.braze.com` does not exist (US-10 is
-`rest.us-10.braze.com`, CONTRACT §1 pitfall) and `rest.iad-01.braze.com.evil.example` or
+`rest.us-10.braze.com`) and `rest.iad-01.braze.com.evil.example` or
 `rest.iad-01.braze.com@evil.example` must never pass.
 
 A local emulator is accepted only when the caller passes `allow_local=True` (the settings flag
-`MASIVO_BRAZE_ALLOW_LOCAL_ENDPOINTS=1`, DESIGN §3), and then only as `http://127.0.0.1:<port>`
+`MASIVO_BRAZE_ALLOW_LOCAL_ENDPOINTS=1`, README "Using it"), and then only as `http://127.0.0.1:<port>`
 or `http://localhost:<port>`.
 
-Error messages go to operators and end up in Prefect's database (PREFECT.md 2.6), so they name
-the scheme and host at most: never the URL's user information, path or query, where a pasted
-credential could hide.
+Error messages go to operators and end up in Prefect's database
+(docs/prefect.md#result-persistence-and-what-prefect-stores), so they name the scheme and host at
+most: never the URL's user information, path or query, where a pasted credential could hide.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from masivo_braze_sync.errors import EndpointNotAllowed
 
 __all__ = ["BRAZE_REST_HOSTS", "LOCAL_HOSTS", "validate_rest_endpoint"]
 
-#: Every REST host Braze documents (CONTRACT §1). US-09 does not exist; EU-03 is unconfirmed.
+#: Every REST host Braze documents (docs/braze.md#endpoints-and-instances). US-09 does not exist; EU-03 is unconfirmed.
 BRAZE_REST_HOSTS: frozenset[str] = frozenset(
     [f"rest.iad-0{n}.braze.com" for n in range(1, 9)]
     + [
@@ -83,7 +83,7 @@ def validate_rest_endpoint(url: str, *, allow_local: bool = False) -> str:
         The normalised base URL.
 
     Raises:
-        EndpointNotAllowed: the URL is not exactly a Braze REST host (CONTRACT §1). The
+        EndpointNotAllowed: the URL is not exactly a Braze REST host (docs/braze.md#endpoints-and-instances). The
             message says what was wrong and what is accepted, and never repeats the URL's
             user information, path or query.
     """

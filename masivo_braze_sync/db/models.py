@@ -1,4 +1,4 @@
-"""sqlmodel models: Masivo's source tables (DESIGN.md §3) and the sync's own state.
+"""sqlmodel models: Masivo's source tables (Masivo's schema, as the sync reads it) and the sync's own state.
 
 Masivo's tables live in the default schema and belong to Masivo: names and columns here are the
 public interface (columns may be added, never renamed). The sync's state lives in its own

@@ -1,5 +1,5 @@
 """A local Braze emulator: a real HTTP server on loopback that tests and benchmarks use instead of
-Braze (CONTRACT §13).
+Braze (docs/braze.md#what-the-emulator-checks).
 
     state = EmulatorState()
     state.add_workspace(Workspace(name="acct-1", api_key="key-1"))

@@ -92,7 +92,7 @@ def _bearer(scope: dict[str, Any]) -> str | None:
             scheme, _, key = value.partition(b" ")
             if scheme.lower() != b"bearer" or not key:
                 return None
-            # no stripping or unquoting: Braze answers 401 to a quoted key (CONTRACT §1)
+            # no stripping or unquoting: Braze answers 401 to a quoted key (docs/braze.md#endpoints-and-instances)
             return key.decode("latin-1")
     return None
 

@@ -11,7 +11,7 @@ Model (simpler than Braze, on purpose):
 - Attributes: a key set to null is removed; `{"inc": n}` adds; `{"add"/"remove"}` edit arrays
   (re-adding moves a value to the end; no element cap); `$add`/`$remove`/`$update` edit arrays
   of objects; nested objects overwrite, or deep-merge with `_merge_objects: true`.
-- Data points (§11): 1 per attribute key written, unchanged values included; nested objects 1 per
+- Data points (docs/braze.md#data-points): 1 per attribute key written, unchanged values included; nested objects 1 per
   key sent; array `add`/`remove` 1 per value; array-of-objects ops 1 per property. Not billed:
   identifiers, control keys, subscription states and push tokens, an email/phone used as the
   identifier. Events and purchases are not counted here.

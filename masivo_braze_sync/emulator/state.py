@@ -28,6 +28,14 @@ FAULT_KINDS = frozenset({"status", "rate_limit", "timeout", "applied_then_500", 
 REQUEST_TIMES_MAX = 100_000
 
 
+def _known_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """`data` when every key is a field of the dataclass `cls`, else ValueError naming the others."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {sorted(unknown)}")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class Workspace:
     """One Braze workspace as the emulator sees it: its REST key, limits and behaviour knobs."""
@@ -40,7 +48,7 @@ class Workspace:
     #: `/users/delete` bucket (shared with alias/identify/merge on real Braze)
     delete_rate_limit: int = 20000
     delete_rate_window_seconds: float = 60.0
-    #: "per_array": 75 per array (legacy); "combined": 75 objects in total (CONTRACT §2.2)
+    #: "per_array": 75 per array (legacy); "combined": 75 objects in total (docs/braze.md#batching-regimes)
     batch_mode: str = "per_array"
     max_objects: int = 75
     max_delete_ids: int = 50
@@ -75,11 +83,7 @@ class Workspace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Workspace:
         """Build from JSON fields (admin API); unknown fields raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown workspace fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "workspace"))
 
 
 @dataclass(slots=True)
@@ -113,11 +117,7 @@ class Fault:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
         """Build from JSON fields (admin API); unknown fields raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "fault"))
 
 
 @dataclass(slots=True)

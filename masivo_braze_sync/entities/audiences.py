@@ -60,19 +60,26 @@ import psycopg
 
 from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.entities.base import (
+    CUSTOMER_DELETED,
+    CUSTOMER_STATE_SQL,
+    IN_LOG_RANGE,
     OBJECT_SCHEMA,
     REJECT_SCHEMA,
     AccountContext,
     Entity,
     Prepared,
+    customer_id_rules,
+    customer_missing,
+    first_rule,
     judge,
     update_only,
 )
 from masivo_braze_sync.entities.customers import owned_by_customers
 
 KEY_PREFIX = "masivo_"
+#: the consumer of the manual resync of one audience (`masivo_braze_sync/resync.py`)
+RESYNC_CONSUMER = "audiences-resync"
 MAX_KEY_CHARS = BRAZE.string_chars  # custom attribute keys: docs/braze.md#user-attributes-object
-MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 #: characters Braze refuses in keys (not printable): C0 and C1 controls, line/paragraph separators
 REFUSED_KEY_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 NAME_TOO_LONG = (
@@ -103,25 +110,24 @@ def attribute_key(name: str) -> str | None:
     return None if key_problem(name) else _key(name)
 
 
-EXTRACT_SQL = """
+EXTRACT_SQL = f"""
 WITH changed AS (
     SELECT entity_key, min(id) AS first_id,
            array_agg(DISTINCT old_values->>'audience_name')
              FILTER (WHERE old_values->>'audience_name' IS NOT NULL) AS old_names
     FROM braze_sync.change_log
-    WHERE entity = 'audience_members' AND account_id = $1
-      AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
+    WHERE entity = 'audience_members' AND {IN_LOG_RANGE}
     GROUP BY entity_key
 ), pairs AS (
     SELECT ch.entity_key AS key, ch.first_id,
            (ch.entity_key::jsonb)->>0 AS audience_id,
            (ch.entity_key::jsonb)->>1 AS customer_id,
-           coalesce(ch.old_names, '{}') AS old_names
+           coalesce(ch.old_names, '{{}}') AS old_names
     FROM changed ch
     WHERE left(ch.entity_key, 1) = '['
     UNION ALL
     -- a customer id queued again (`retry-rejected` of an object Braze refused): all its memberships
-    SELECT jsonb_build_array(m.audience_id, m.customer_id)::text, ch.first_id, m.audience_id, m.customer_id, '{}'
+    SELECT jsonb_build_array(m.audience_id, m.customer_id)::text, ch.first_id, m.audience_id, m.customer_id, '{{}}'
     FROM changed ch
     JOIN public.audience_members m ON m.account_id = $1 AND m.customer_id = ch.entity_key
     WHERE left(ch.entity_key, 1) <> '['
@@ -149,9 +155,7 @@ SELECT r.key, r.audience_id, r.customer_id, r.audience_name, r.is_member, r.name
                AND (SELECT true FROM public.audience_members m
                     WHERE m.account_id = $1 AND m.audience_id = l.id AND m.customer_id = r.customer_id))
          AS held_elsewhere,
-       CASE WHEN c.id IS NULL THEN 'missing'
-            WHEN c.deleted_at IS NOT NULL THEN 'deleted'
-            ELSE 'active' END AS customer_state
+       {CUSTOMER_STATE_SQL}
 FROM rows r
 LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = r.customer_id
 ORDER BY r.first_id
@@ -165,18 +169,8 @@ def _rejects(keys: list[str], reasons: list[str], stage: str) -> pl.DataFrame:
 def judge_customers(frame: pl.DataFrame) -> Prepared:
     """Drop deleted customers (counted) and reject ids Braze would refuse (columns `key`,
     `customer_id`, `customer_state`); shared by the sync and the resync."""
-    verdict = (
-        pl.when(pl.col("customer_state") == "deleted")
-        .then(pl.lit("skip:customer deleted"))
-        .when(pl.col("customer_state") == "missing")
-        .then(pl.lit("skip:customer not found"))
-        .when(pl.col("customer_id").fill_null("").str.len_bytes() == 0)
-        .then(pl.lit("reject:customer id is empty"))
-        .when(pl.col("customer_id").str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
-        .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
-        .otherwise(pl.lit(None, dtype=pl.String))
-    )
-    return judge(frame, verdict)
+    # a membership row may outlive its customer: nothing to set, nothing wrong with the row
+    return judge(frame, first_rule([CUSTOMER_DELETED, customer_missing("skip"), *customer_id_rules()]))
 
 
 def attribute_objects(values: dict[str, dict[str, bool | None]], *, update_only: bool = False) -> pl.DataFrame:
@@ -206,6 +200,9 @@ class AudiencesEntity(Entity):
     toggle = "sync_audiences"
     extract_sql = EXTRACT_SQL
     idempotent = True  # attribute sets computed from the state at sync time
+    #: a resync's refused object is keyed by customer id, which this sync's extract expands to the
+    #: customer's current memberships (the resynced audience among them)
+    retries_rejected_of = (RESYNC_CONSUMER,)
 
     def full_resync(self, conn: psycopg.Connection, account_id: str, *, resend: bool) -> int:
         """Queue every current membership of the account (`sync --full`): each live audience's

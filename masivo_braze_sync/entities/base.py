@@ -13,6 +13,7 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.capture import LogRange
 from masivo_braze_sync.extract import read_range
 
@@ -22,6 +23,47 @@ from masivo_braze_sync.extract import read_range
 OBJECT_SCHEMA = {"key": pl.String, "array": pl.String, "body": pl.Binary}
 #: frame of rows not sent: key, stage, reason
 REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
+
+#: the change-log rows of one account in a log range, in the parameters `read_range` binds:
+#: $1 account, $2/$3 after (txid, id), $4/$5 upto (an `EXTRACT_SQL` adds `entity = ...`)
+IN_LOG_RANGE = (
+    "account_id = $1 AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)"
+)
+#: the state of the customer joined as `c` (`missing`, `deleted` or `active`): objects for a
+#: deleted customer would re-create its profile in Braze, so every entity skips them
+CUSTOMER_STATE_SQL = """CASE WHEN c.id IS NULL THEN 'missing'
+            WHEN c.deleted_at IS NOT NULL THEN 'deleted'
+            ELSE 'active' END AS customer_state"""
+
+#: one rule of a verdict: (condition, verdict), e.g. (`pl.col("present").not_()`, "skip:row deleted")
+Rule = tuple[pl.Expr, str]
+
+
+def first_rule(rules: list[Rule], otherwise: str | None = None) -> pl.Expr:
+    """The verdict of the first rule whose condition holds (a null condition does not), else `otherwise`."""
+    expr = None
+    for condition, verdict in rules:
+        expr = (pl.when(condition) if expr is None else expr.when(condition)).then(pl.lit(verdict))
+    fallback = pl.lit(otherwise, dtype=pl.String)
+    return fallback if expr is None else expr.otherwise(fallback)
+
+
+#: the customer's profile is deleted: skipped, not rejected (the column is `CUSTOMER_STATE_SQL`'s)
+CUSTOMER_DELETED: Rule = (pl.col("customer_state") == "deleted", "skip:customer deleted")
+
+
+def customer_missing(kind: str = "reject") -> Rule:
+    """No such customer: `reject` (the row names one that should exist) or `skip`."""
+    return pl.col("customer_state") == "missing", f"{kind}:customer not found"
+
+
+def customer_id_rules(column: str = "customer_id") -> list[Rule]:
+    """External ids Braze refuses: empty, or longer than its limit in bytes (docs/braze.md#limits)."""
+    ids = pl.col(column).fill_null("").str.len_bytes()
+    return [
+        (ids == 0, "reject:customer id is empty"),
+        (ids > BRAZE.external_id_bytes, f"reject:customer id is longer than {BRAZE.external_id_bytes} bytes"),
+    ]
 
 
 @dataclass
@@ -85,36 +127,39 @@ def update_only(ctx: AccountContext) -> bool:
 
 
 class Entity:
-    """Base class of an entity mapping; subclasses set the attributes and the three methods."""
+    """Base class of an entity mapping: subclasses set the attributes and override the methods.
 
-    #: consumer name: the flow, the cursor and the CLI word (`sync events`)
+    Every extension point is declared here with its default; docs/architecture.md#entity-extension-points
+    says when to set each one and what the pipeline then expects of the entity.
+    """
+
+    #: consumer name: the flow, the cursor and the CLI word (`sync events`); required
     name: str
-    #: change-log entities (source table names) this consumer follows
+    #: change-log entities (source table names) this consumer follows; required
     captured: tuple[str, ...]
-    #: braze_integrations toggle column that switches it on
+    #: `braze_integrations` toggle column that switches the entity on; required
     toggle: str
-    #: SQL for the changed rows over a log range: $1 account, $2/$3 after (txid, id), $4/$5 upto
+    #: further toggle columns the mapping reads (`AccountContext.toggles`)
+    extra_toggles: tuple[str, ...] = ()
+    #: SQL for the changed rows over a log range (`IN_LOG_RANGE`'s parameters); required
     extract_sql: str
-    #: the column the rows are sorted by once read, when `extract_sql` leaves the order to the
-    #: client (polars sorts 20,000 rows in ~2 ms; the server's sort was ~15% of the read)
+    #: the column to sort extracted rows by, when `extract_sql` leaves the order to the client
     extract_order: str | None = None
-    #: whether re-sending an object is harmless (attribute sets, deletes). After a crash, an
-    #: idempotent entity re-sends its whole interrupted batch (so the state it commits is exactly
-    #: what was sent); a non-idempotent one (events, purchases) skips what the ledger says landed.
+    #: whether re-sending an object is harmless: a resumed batch then re-sends all of it
     idempotent: bool = False
-    #: whether a full batch may end at the last whole request (`AccountRun.fit`): the extract
-    #: returns one row per key with `log_ord` (the rank of the key's first log row in the range) in
-    #: that order, transform keeps that order with at most one object per key and no metrics, and
-    #: validate/transform name their skipped keys (`Prepared.skipped_keys`)
+    #: whether a full batch may end at the last whole request (`AccountRun.fit`)
     whole_requests: bool = False
-    #: whether the range after a batch may be read and mapped while the batch is delivered
-    #: (`AccountRun.step`): only when the entity's rows do not depend on what the sync itself commits
-    #: (events do not; customers read the hashes the previous batch commits, purchases the lines sent)
+    #: whether the next range may be read and mapped while a batch is delivered (`AccountRun.step`)
     read_ahead: bool = False
-    #: whether the entity's objects concern customers whose profile must reach Braze first: its
-    #: reads then stay below the horizon the customers consumer last caught up to, when the account
-    #: syncs customers (docs/live.md#profile-before-event)
+    #: whether reads stay below the horizon the customers consumer caught up to (profiles first)
     after_customers: bool = False
+    #: other consumers whose rejected rows this entity's sync sends again (`retry-rejected`)
+    retries_rejected_of: tuple[str, ...] = ()
+
+    @property
+    def toggles(self) -> tuple[str, ...]:
+        """Every `braze_integrations` toggle column the entity reads."""
+        return (self.toggle, *self.extra_toggles)
 
     def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
         """The changed rows behind `log_range`, in change order."""

@@ -51,20 +51,24 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
-from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.entities.base import (
+    IN_LOG_RANGE,
     OBJECT_SCHEMA,
     REJECT_SCHEMA,
     AccountContext,
     Entity,
     Prepared,
+    customer_id_rules,
+    first_rule,
     judge,
     update_only,
 )
 from masivo_braze_sync.iso import COUNTRIES, LANGUAGES
 from masivo_braze_sync.properties import MAX_STRING, flatten_fields
 
-TOGGLES = ("sync_customers_create", "sync_customers_update", "sync_customers_delete", "sync_customer_tags")
+#: the toggles of this entity (`braze_integrations` columns)
+CREATE, UPDATE, DELETE = "sync_customers_create", "sync_customers_update", "sync_customers_delete"
+TAGS = "sync_customer_tags"
 GENDERS = {"MALE": "M", "FEMALE": "F", "OTHER": "O", "M": "M", "F": "F", "O": "O", "N": "N", "P": "P"}
 STANDARD_FIELDS = frozenset(
     {
@@ -81,19 +85,17 @@ CONTROL_KEYS = frozenset(
     {"_update_existing_only", "_merge_objects", "push_token_import", "alias_name", "alias_label", "image_url"}
 )
 CUSTOM_PREFIX = "attr_"
-MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 TAG_PREFIX = "masivo_tag_"
 #: the custom attributes this entity owns under `masivo_`: no audience may write them
 CUSTOMER_KEYS = frozenset({"masivo_status", "masivo_tier", "masivo_points"})
 MIN_DOB_YEAR = 1900
 
-EXTRACT_SQL = """
+EXTRACT_SQL = f"""
 WITH changed AS (
     SELECT entity_key, min(id) AS first_id
     FROM braze_sync.change_log
-    WHERE entity = 'customers' AND account_id = $1
-      AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
+    WHERE entity = 'customers' AND {IN_LOG_RANGE}
     GROUP BY entity_key
 )
 SELECT ch.entity_key AS key,
@@ -137,6 +139,18 @@ class _Fields:
             self.drop(name, f"longer than {MAX_STRING} characters")
         else:
             self.put(name, value)
+
+    def json_object(self, name: str, raw: str | None) -> dict[str, Any]:
+        """A jsonb column that must hold an object; `{}` (and the column dropped) when it does not."""
+        try:
+            value = _json(raw)
+        except ValueError as exc:
+            self.drop(name, str(exc))
+            return {}
+        if not isinstance(value, dict):
+            self.drop(name, "not a JSON object")
+            return {}
+        return value
 
 
 def _phone(raw: str, country: str | None) -> str:
@@ -218,14 +232,7 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
         f.put("masivo_points", _number(row["points"]))
     except ValueError as exc:
         f.drop("masivo_points", str(exc))
-    try:
-        custom = _json(row["attributes"])
-    except ValueError as exc:
-        f.drop("attributes", str(exc))
-        custom = {}
-    if not isinstance(custom, dict):
-        f.drop("attributes", "not a JSON object")
-        custom = {}
+    custom = f.json_object("attributes", row["attributes"])
     flat, problems, notes = flatten_fields(custom)
     for key, problem in problems.items():
         f.dropped[_custom_name(key)] = f"custom attribute dropped: {problem}"
@@ -238,15 +245,7 @@ def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -
     for key, note in notes.items():
         f.notes[_custom_name(key)] = f"field {_custom_name(key)} truncated: {note}"
     if tags:
-        try:
-            tag_values = _json(row["tags"])
-        except ValueError as exc:
-            f.drop("tags", str(exc))
-            tag_values = {}
-        if not isinstance(tag_values, dict):
-            f.drop("tags", "not a JSON object")
-            tag_values = {}
-        for key, value in tag_values.items():
+        for key, value in f.json_object("tags", row["tags"]).items():
             name = TAG_PREFIX + str(key)
             if len(name) > MAX_STRING:
                 f.drop(name[:60] + "...", f"key longer than {MAX_STRING} characters")
@@ -276,31 +275,29 @@ class CustomersEntity(Entity):
 
     name = "customers"
     captured = ("customers",)
-    toggle = "sync_customers_update"
+    toggle = UPDATE
+    extra_toggles = (CREATE, DELETE, TAGS)
     extract_sql = EXTRACT_SQL
     idempotent = True  # attribute sets and deletes can be repeated without harm (only billed)
 
     def is_enabled(self, account: AccountConfig) -> bool:
         """The flow runs when any of create, update or delete is on."""
-        return any(account.is_on(t) for t in TOGGLES[:3])
+        return any(account.is_on(t) for t in (CREATE, UPDATE, DELETE))
 
     def validate(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Decide per customer: upsert, delete, or skip (toggle off, deleted before ever sent)."""
-        on = {t: ctx.toggles.get(t, False) for t in TOGGLES}
-        verdict = (
-            pl.when(pl.col("key").str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
-            .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
-            .when(pl.col("key").str.len_bytes() == 0)  # Braze refuses it (a delete: the whole request)
-            .then(pl.lit("reject:customer id is empty"))
-            .when(pl.col("active") & ~pl.col("sent_before"))
-            .then(pl.lit("upsert" if on["sync_customers_create"] else "skip:create toggle off"))
-            .when(pl.col("active"))
-            .then(pl.lit("upsert" if on["sync_customers_update"] else "skip:update toggle off"))
-            .when(~pl.col("sent_before"))
-            .then(pl.lit("skip:deleted before it was ever sent"))
-            .otherwise(pl.lit("delete" if on["sync_customers_delete"] else "skip:delete toggle off"))
-            .alias("action")
-        )
+        on = {t: ctx.toggles.get(t, False) for t in self.toggles}
+        # an empty id is refused by Braze too (in a delete: the whole request)
+        new, active = pl.col("active") & ~pl.col("sent_before"), pl.col("active")
+        verdict = first_rule(
+            [
+                *customer_id_rules("key"),
+                (new, "upsert" if on[CREATE] else "skip:create toggle off"),
+                (active, "upsert" if on[UPDATE] else "skip:update toggle off"),
+                (~pl.col("sent_before"), "skip:deleted before it was ever sent"),
+            ],
+            otherwise="delete" if on[DELETE] else "skip:delete toggle off",
+        ).alias("action")
         action = pl.col("action")
         return judge(
             frame.with_columns(verdict), pl.when(action.is_in(["upsert", "delete"])).then(None).otherwise(action)
@@ -308,7 +305,7 @@ class CustomersEntity(Entity):
 
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Changed fields as one attributes object per customer; deletes as delete objects."""
-        tags = ctx.toggles.get("sync_customer_tags", False)
+        tags = ctx.toggles.get(TAGS, False)
         keys, arrays, bodies = [], [], []
         state_rows: list[tuple[str, str | None, bool]] = []
         drops: list[tuple[str, str, str]] = []

@@ -1,4 +1,4 @@
-"""Masivo orders → Braze purchases (`/users/track` `purchases`, CONTRACT §7).
+"""Masivo orders → Braze purchases (`/users/track` `purchases`, docs/braze.md#purchase-object).
 
 The unit is the order: a change to an order or to any of its lines makes the sync read the order
 again (current status, current lines, the customer) together with what Braze already has for it,
@@ -61,14 +61,19 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from masivo_braze_sync.accounts import AccountConfig
-from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.entities import ecommerce
 from masivo_braze_sync.entities.base import (
+    CUSTOMER_DELETED,
+    CUSTOMER_STATE_SQL,
+    IN_LOG_RANGE,
     OBJECT_SCHEMA,
     REJECT_SCHEMA,
     AccountContext,
     Entity,
     Prepared,
+    customer_id_rules,
+    customer_missing,
+    first_rule,
     judge,
     update_only,
 )
@@ -77,9 +82,8 @@ from masivo_braze_sync.iso4217 import is_currency
 from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
 
 PLUS, MINUS = "+", "-"
-MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (CONTRACT §7)
+MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (docs/braze.md#purchase-object)
 MAX_PARTS = 1000  # a line needing more purchases than this is refused (quantity over 100,000)
-MAX_EXTERNAL_ID_BYTES = BRAZE.external_id_bytes
 FULFILLED = "FULFILLED"
 TERMINAL = ("REVERSED", "CANCELLED")
 DELETED = "ORDER_DELETED"  # status of an order whose row is gone
@@ -116,8 +120,7 @@ WITH changed AS (
            min(id) AS first_id,
            max(created_at) FILTER (WHERE entity = 'orders' AND op = 'D') AS deleted_at
     FROM braze_sync.change_log
-    WHERE entity IN ('orders', 'order_items') AND account_id = $1
-      AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)
+    WHERE entity IN ('orders', 'order_items') AND {IN_LOG_RANGE}
     GROUP BY 1
 ),
 -- an interrupted attempt at this batch: the keys it planned and what became of each
@@ -153,9 +156,7 @@ SELECT ch.order_id AS key,
        {_ts("o.updated_at")} AS updated_at,
        {_ts("coalesce(ch.deleted_at, now())")} AS deleted_at,
        {_ts("now()")} AS read_at,
-       CASE WHEN c.id IS NULL THEN 'missing'
-            WHEN c.deleted_at IS NOT NULL THEN 'deleted'
-            ELSE 'active' END AS customer_state,
+       {CUSTOMER_STATE_SQL},
        li.lines::text AS lines,
        s.lines::text AS sent,
        pr.keys::text AS prior,
@@ -477,25 +478,17 @@ class PurchasesEntity(Entity):
         """Order-level rules on whole columns: what is never sent, and what cannot be."""
         ledgers = [c for c in ("sent", "prior", "esent", "eprior") if c in frame.columns]
         history = pl.any_horizontal([pl.col(c).is_not_null() for c in ledgers])
-        customer = pl.col("customer_id").fill_null("")
-        verdict = (
-            pl.when(~pl.col("present") & ~history)
-            .then(pl.lit("skip:order deleted before it was sent"))
-            .when(pl.col("customer_state") == "deleted")
-            .then(pl.lit("skip:customer deleted"))
-            .when(pl.col("present") & ~history & pl.col("status").is_in(list(TERMINAL)))
-            .then(pl.lit("skip:order reversed or cancelled before it was sent"))
-            .when(pl.col("present") & ~history & (pl.col("status").fill_null("") != FULFILLED))
-            .then(pl.lit("skip:order not fulfilled"))
-            .when(pl.col("customer_state") == "missing")
-            .then(pl.lit("reject:customer not found"))
-            .when(customer.str.len_bytes() == 0)
-            .then(pl.lit("reject:customer id is empty"))
-            .when(customer.str.len_bytes() > MAX_EXTERNAL_ID_BYTES)
-            .then(pl.lit(f"reject:customer id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"))
-            .when(pl.col("key").str.len_chars() > MAX_STRING)
-            .then(pl.lit(f"reject:order id is longer than {MAX_STRING} characters"))
-            .otherwise(pl.lit(None, dtype=pl.String))
+        new = pl.col("present") & ~history
+        verdict = first_rule(
+            [
+                (~pl.col("present") & ~history, "skip:order deleted before it was sent"),
+                CUSTOMER_DELETED,
+                (new & pl.col("status").is_in(list(TERMINAL)), "skip:order reversed or cancelled before it was sent"),
+                (new & (pl.col("status").fill_null("") != FULFILLED), "skip:order not fulfilled"),
+                customer_missing(),
+                *customer_id_rules(),
+                (pl.col("key").str.len_chars() > MAX_STRING, f"reject:order id is longer than {MAX_STRING} characters"),
+            ]
         )
         return judge(frame, verdict)
 

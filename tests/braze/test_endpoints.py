@@ -1,4 +1,4 @@
-"""The REST endpoint allow-list (CONTRACT §1): exact Braze hosts only, look-alikes refused."""
+"""The REST endpoint allow-list (docs/braze.md#endpoints-and-instances): exact Braze hosts only, look-alikes refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsing Braze's rate-limit headers (CONTRACT §4): case-insensitive, epoch or delta resets."""
+"""Parsing Braze's rate-limit headers (docs/braze.md#rate-limit-headers): case-insensitive, epoch or delta resets."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def test_two_loops_in_two_threads_share_one_workspace_budget(server: FixedWindow
     lock = threading.Lock()
 
     async def sender(thread_no: int) -> None:
-        # one client per loop (PREFECT.md 2.8); the limiter is shared across both loops
+        # one client per loop (docs/prefect.md#event-loops-and-http-clients); the limiter is shared across both loops
         async with BrazeClient(url(server), KEY, settings=settings, track_limiter=limiter, allow_local=True) as client:
             bodies = [
                 json.dumps({"attributes": [{"external_id": f"t{thread_no}-{i}", "n": i}]}).encode()

@@ -12,6 +12,17 @@ from deployments.serve import PREFECT_YAML, deployments, load_definitions
 DECLARED = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
 
 
+def test_every_entity_has_its_flow_and_a_scheduled_deployment_of_it() -> None:
+    from flows import FLOWS
+    from masivo_braze_sync.entities import ENTITIES
+
+    assert list(FLOWS) == list(ENTITIES)
+    for name, flow in FLOWS.items():
+        declared = DECLARED[flow.name]
+        assert declared["entrypoint"] == f"flows/{name}.py:sync_{name}", name
+        assert declared.get("schedules"), name
+
+
 def test_serve_runs_every_deployment_of_prefect_yaml_as_declared(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(PREFECT_YAML.parent)  # Prefect records entrypoints relative to the working directory
     served = {d.name: d for d in deployments()}

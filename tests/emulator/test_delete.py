@@ -1,4 +1,4 @@
-"""POST /users/delete (CONTRACT §8)."""
+"""POST /users/delete (docs/braze.md#deleting-users)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fixed-window rate limits per workspace and bucket, and the x-ratelimit-* headers (CONTRACT §4).
+"""Fixed-window rate limits per workspace and bucket, and the x-ratelimit-* headers (docs/braze.md#rate-limit-headers).
 
 Most tests pin the state's clock so that windows are exact; one uses the real clock.
 """

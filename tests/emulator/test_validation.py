@@ -1,4 +1,4 @@
-"""Each per-object rule of /users/track: one valid and one invalid case at least (CONTRACT §5-§7).
+"""Each per-object rule of /users/track: one valid and one invalid case at least (docs/braze.md).
 
 Every case is sent alone: a valid object gets 201 without errors, an invalid one 400 with one
 error entry `{type, input_array, index: 0}` and nothing applied.

@@ -136,8 +136,8 @@ def test_a_backlog_of_many_batches_reads_ahead_and_sends_each_event_once_in_the_
 ) -> None:
     # the flow maps the next range while a batch is delivered, and ends full batches at whole
     # requests: both must keep every event exactly once across many batch boundaries
-    from masivo_braze_sync.batch import min_requests
     from masivo_braze_sync.settings import get_settings
+    from tests.batch_helpers import min_requests
 
     monkeypatch.setenv("MASIVO_BATCH_ROWS", "250")
     get_settings.cache_clear()

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from masivo_braze_sync.batch import min_requests
+from tests.batch_helpers import min_requests
 
 
 @pytest.fixture

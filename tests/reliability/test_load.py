@@ -17,7 +17,7 @@ Making the 1.2x comparison meaningful on a 2-core machine:
   bar; in the crowd, every healthy account's time is compared to it.
 - The 20 accounts run the way `flows/common.py` runs them, minus Prefect: one event loop, one
   `AccountRun` per account, database and polars stages in worker threads, delivery on the loop.
-  Prefect's own cost per task run depends on its server (PREFECT.md 2.1) and would measure that
+  Prefect's own cost per task run depends on its server (docs/prefect.md#task-run-overhead) and would measure that
   server, not the pipeline; flow-level isolation (one account's 401 fails that run only) is
   covered in tests/flows/test_events_flow.py and tests/reliability/test_secrets.py.
 """

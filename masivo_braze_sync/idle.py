@@ -1,0 +1,26 @@
+"""Which accounts have work for an entity: the parent run starts an account run only for those.
+
+One statement reads every account's backlog (`capture.scan_backlogs`), so an idle account costs a
+row of a grouped query instead of an orchestrated run (docs/operations.md#idle). Skipping an idle
+customers run holds nothing back: events, purchases and audiences read below the horizon of a
+customers consumer that has nothing readable left (docs/live.md#profile-before-event), whether or
+not it ran.
+"""
+
+from __future__ import annotations
+
+from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.capture import scan_backlogs
+from masivo_braze_sync.db.engine import Database
+from masivo_braze_sync.entities import Entity
+
+
+def accounts_with_work(db: Database, entity: Entity, accounts: list[AccountConfig]) -> set[str]:
+    """The ids of `accounts` with changes waiting for `entity` (committed or still in flight)."""
+    if not accounts:
+        return set()
+    with db.connection() as conn:
+        waiting, _ = scan_backlogs(
+            conn, consumer=entity.name, entities=entity.captured, account_ids=[a.account_id for a in accounts]
+        )
+    return set(waiting)
