@@ -3,7 +3,9 @@
 Embedded Postgres (unless MASIVO_DATABASE_URL is set), Prefect's ephemeral API (unless
 PREFECT_API_URL is set) and the Braze emulator in this process. It seeds three demo accounts,
 syncs them, prints the per-account summary and what the emulator received, then changes a few
-customers and syncs again: only what changed is sent, and nothing twice.
+customers and syncs again: only what changed is sent, and nothing twice. Last, live mode runs in
+this process while a few changes commit, and the demo prints how long each took to reach the
+emulator (app/demo_live.py).
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def change_accounts(db: Database, account_ids: tuple[str, ...]) -> None:
 
 def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
     """Seed, sync, report; returns the process exit code."""
+    from app.demo_live import run_live_demo
     from app.report import print_summaries
     from flows import FLOWS
     from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace
@@ -197,4 +200,7 @@ def run_demo(console: Console, *, events_per_account: int = 2_000) -> int:
                 f"{stats.rate_limited:,}",
             )
         console.print(table)
+        console.rule("live mode: changes as they commit")
+        if not asyncio.run(run_live_demo(console, db, state, DEMO_ACCOUNTS)):
+            code = 1
     return code

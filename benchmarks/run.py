@@ -358,6 +358,294 @@ def stage_rates(data: dict) -> dict[str, float]:
     return out
 
 
+# -- live mode -------------------------------------------------------------------------------------
+
+
+def _arrival_keys(arrivals: list) -> list[tuple[float, str]]:
+    """(time, change key) of each arrival the writers can name, in arrival order."""
+    out = []
+    for at, array, obj in arrivals:
+        props = obj.get("properties") or {}
+        if array == "events" and "eid" in props:
+            out.append((at, f"event:{props['eid']}"))
+        elif array == "purchases" and "order_id" in props:
+            out.append((at, f"purchase:{props['order_id']}"))
+        elif array == "attributes" and "external_id" in obj:
+            out.append((at, f"new:{obj['external_id']}"))
+            if obj.get("masivo_points") is not None:
+                out.append((at, f"customer:{obj['external_id']}:{int(obj['masivo_points'])}"))
+    return out
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def pick(q: float) -> float:
+        return v[min(len(v) - 1, max(0, math.ceil(q * len(v)) - 1))]
+
+    return {"n": len(v), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": v[-1]}
+
+
+class LiveProcess:
+    """The live session in its own process (`worker.py live`), stopped with SIGTERM."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.out = logdir / "live.json"
+        self.logf = open(logdir / "live.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "worker.py"), "live", "--out", str(self.out)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self.logf,
+            text=True,
+        )
+        if self.proc.stdout.readline().strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"the live process did not start; see {logdir / 'live.log'}")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> dict:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.logf.close()
+        return json.loads(self.out.read_text()) if self.out.exists() else {}
+
+
+def _bursts(times: list[float], gap: float = 1.0) -> list[int]:
+    """Statements per burst (a burst ends at a pause longer than `gap` seconds)."""
+    out: list[int] = []
+    last = None
+    for t in sorted(times):
+        if last is None or t - last > gap:
+            out.append(0)
+        out[-1] += 1
+        last = t
+    return out
+
+
+def _settle(em: Emulator, accounts: list[str], quiet_s: float = 2.0, timeout: float = 300.0) -> None:
+    """Wait until the emulator has received nothing new for `quiet_s` (the live process caught up)."""
+    last, since, deadline = None, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = sum(em.stats(a)["requests"] for a in accounts)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+
+
+def live_phase(
+    tag: str, *, em: Emulator, env: dict[str, str], accounts: list[str], db_url: str, logdir: Path,
+    customers: int, live: LiveProcess, extra: list[str],
+) -> dict:  # fmt: skip
+    """Writers commit changes while the live process runs; latency per entity, requests, 429s,
+    skipped and doubled, from the writers' commit times and the emulator's arrival times."""
+    before = {a: em.stats(a) for a in accounts}
+    seen = {a: len(em.admin.get(f"/workspaces/{a}/arrivals").json()["arrivals"]) for a in accounts}
+    record: dict = {}
+    cpu0 = live.cpu_seconds()
+    spy = None
+    if PY_SPY and "--seconds" in extra:  # the live process's active samples while the writers run
+        seconds = str(math.ceil(float(extra[extra.index("--seconds") + 1])))  # py-spy takes whole seconds
+        spy = subprocess.Popen(
+            [*PY_SPY[:2], "--rate", "200", "--format", "raw", "--pid", str(live.proc.pid), "--duration", seconds,
+             "-o", str(logdir / f"live-process-{tag}.pyspy.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    with machine_load(record, em):
+        data = run_worker(
+            "writers",
+            ["--database-url", db_url, "--accounts", ",".join(accounts), "--customers", str(customers),
+             "--tag", tag, *extra],
+            env, logdir, f"live-{tag}",
+        )  # fmt: skip
+        _settle(em, accounts)
+    if spy is not None:
+        spy.wait(60)
+    record["live_cpu_s"] = live.cpu_seconds() - cpu0
+    commits: dict[str, float] = data["commits"]
+    arrived: dict[str, list[float]] = {}
+    order: dict[str, int] = {}  # first arrival's position per key (profile before event)
+    requests = rate_limited = minimum = 0
+    for a in accounts:
+        arrivals = em.admin.get(f"/workspaces/{a}/arrivals").json()["arrivals"][seen[a] :]
+        for i, (at, key) in enumerate(_arrival_keys(arrivals)):
+            arrived.setdefault(key, []).append(at)
+            order.setdefault(key, i)
+        st = em.stats(a)
+        requests += st["requests"] - before[a]["requests"]
+        rate_limited += st["rate_limited"] - before[a]["rate_limited"]
+        # the fewest requests for what arrived: each consumer sends its own array, 75 per request
+        minimum += sum(
+            math.ceil((st["objects"][k] - before[a]["objects"][k]) / OBJECTS_PER_REQUEST) for k in st["objects"]
+        )
+    latency: dict[str, list[float]] = {}
+    skipped = doubled = superseded = 0
+    for key, t in commits.items():
+        kind = key.split(":", 1)[0]
+        times = arrived.get(key)
+        if not times:
+            if kind == "customer":  # a later update of the same customer arrived instead: coalesced
+                superseded += 1
+            else:
+                skipped += 1
+            continue
+        doubled += len(times) - 1 if kind != "new" else 0
+        latency.setdefault(kind, []).append(1000 * (times[0] - t))
+    pairs = [k.split(":", 1)[1] for k in commits if k.startswith("new:")]
+    profile_first = sum(
+        1 for c in pairs if f"new:{c}" in order and order[f"new:{c}"] < order.get(f"event:{c}-e1", math.inf)
+    )
+    span = data["ended"] - data["started"]
+    changes = sum(1 for k in commits if not k.startswith("new:"))
+    out = {
+        "changes": changes,
+        "achieved_per_s": changes / span if span else float("nan"),
+        "latency_ms": {k: _percentiles(v) for k, v in latency.items()},
+        "requests": requests,
+        "min_requests": minimum,
+        "rate_limited": rate_limited,
+        "skipped": skipped,
+        "doubled": doubled,
+        "customer_updates_coalesced": superseded,
+        "pairs": len(pairs),
+        "profile_first": profile_first,
+        "live_cpu_pct": 100 * record["live_cpu_s"] / span if span else float("nan"),
+    } | record
+    log(f"live {tag}: {json.dumps({k: v for k, v in out.items() if k != 'latency_ms'})}")
+    for kind, p in out["latency_ms"].items():
+        log(f"live {tag}: {kind} commit -> Braze ms {json.dumps({k: round(v) for k, v in p.items()})}")
+    return out
+
+
+def live_scenario(em: Emulator, env: dict[str, str], server_url: str, args: argparse.Namespace, logdir: Path) -> dict:
+    """Its own database (customers only): the live process drains them, then idle, steady 200/s,
+    2,000/s, and new customers followed by their first events."""
+    res: dict = {}
+    accounts = seeding.account_ids(args.accounts)
+    per_second = args.rate_limit / len(accounts)
+    with bench_database(server_url) as db_url:
+        res["seeded"] = seeding.seed(
+            db_url, endpoint=em.url, accounts=args.accounts, customers=args.live_customers, events=0, orders=0
+        )
+        em.reset()
+        em.configure(accounts, per_second=per_second, window=args.window, latency=args.latency_ms / 1000)
+        run_env = env | {
+            "MASIVO_DATABASE_URL": db_url,
+            "MASIVO_TRACK_RATE_LIMIT": str(int(per_second * args.window)),
+            "MASIVO_TRACK_RATE_WINDOW_SECONDS": str(args.window),
+        }
+        live = LiveProcess(run_env, logdir)
+        try:
+            _settle(em, accounts)  # the seeded customers first
+            log("live: caught up with the seed; idle ...")
+            time.sleep(2.0)
+            idle: dict = {"seconds": args.idle_seconds}
+            with machine_load(idle):
+                t0, c0 = time.time(), live.cpu_seconds()
+                time.sleep(args.idle_seconds)
+                idle["live_cpu_pct"] = 100 * (live.cpu_seconds() - c0) / args.idle_seconds
+                idle["window"] = [t0, time.time()]
+            res["idle"] = idle
+            log(f"live idle: {idle}")
+            customers = args.live_customers // len(accounts)
+            common = {"em": em, "env": run_env, "accounts": accounts, "db_url": db_url, "logdir": logdir,
+                      "customers": customers, "live": live}  # fmt: skip
+            seconds = str(args.live_seconds)
+            res["steady"] = live_phase("steady", **common, extra=["--rate", "200", "--seconds", seconds])
+            res["load"] = live_phase(
+                "load", **common, extra=["--rate", "2000", "--seconds", seconds, "--points-base", "500000000"]
+            )
+            res["pairs"] = live_phase("pairs", **common, extra=["--pairs", str(args.live_pairs)])
+        finally:
+            res["process"] = live.stop()
+    times = res["process"].pop("statement_times", [])
+    if "idle" in res:
+        lo, hi = res["idle"]["window"]
+        res["idle"]["bursts"] = _bursts([t for t in times if lo <= t <= hi])
+        log(f"live idle: statements per burst {res['idle']['bursts']}")
+    return res
+
+
+def live_table(live: dict, args: argparse.Namespace) -> tuple[str, dict[str, bool]]:
+    """The live scenario's rows, in the same table format."""
+    rows: list[tuple[str, str, str, str]] = []
+    met: dict[str, bool] = {}
+
+    def row(metric: str, value: str, target: str = "", ok: bool | None = None, key: str | None = None) -> None:
+        if ok is not None and key:
+            met[key] = ok
+        rows.append((metric, value, target, "" if ok is None else ("met" if ok else "NOT met")))
+
+    for phase, rate, targets in (("steady", 200, {"p50": 250, "p95": 1000}), ("load", 2000, {"p95": 2000})):
+        ph = live[phase]
+        title = f"live, {rate:,}/s (achieved {ph['achieved_per_s']:,.0f}/s, {args.latency_ms:g} ms)"
+        for kind in ("event", "purchase", "customer"):
+            p = ph["latency_ms"].get(kind)
+            if not p:
+                continue
+            value = f"{p['p50']:,.0f} / {p['p95']:,.0f} / {p['p99']:,.0f} / {p['max']:,.0f} (n={p['n']:,})"
+            target = ", ".join(f"{k} <= {v:,}" for k, v in targets.items())
+            ok = all(p[k] <= v for k, v in targets.items())
+            row(f"{title}: {kind} commit -> Braze p50/p95/p99/max ms", value, target, ok, f"{phase}-{kind}")
+        ok = ph["requests"] <= 1.05 * ph["min_requests"]
+        row(
+            f"{title}: requests vs minimum",
+            f"{ph['requests']:,} vs {ph['min_requests']:,} = {ph['requests'] / max(1, ph['min_requests']):.2f} x",
+            "<= 1.05 x" if phase == "load" else "",
+            ok if phase == "load" else None,
+            f"{phase}-requests",
+        )
+        row(
+            f"{title}: skipped / doubled / 429s",
+            f"{ph['skipped']} / {ph['doubled']} / {ph['rate_limited']}"
+            + (f" ({n} customer updates coalesced)" if (n := ph["customer_updates_coalesced"]) else ""),
+            "0 / 0 / 0",
+            ph["skipped"] == ph["doubled"] == ph["rate_limited"] == 0,
+            f"{phase}-exact",
+        )  # fmt: skip
+        row(f"{title}: live process CPU, % of one core", f"{ph['live_cpu_pct']:.0f}%")
+    idle = live["idle"]
+    row(f"live, idle: CPU of the live process over {idle['seconds']:g} s", f"{idle['live_cpu_pct']:.2f}% of one core",
+        "< 2%", idle["live_cpu_pct"] < 2, "idle-cpu")  # fmt: skip
+    bursts = idle.get("bursts", [])
+    row(
+        f"live, idle: statements to Postgres in {idle['seconds']:g} s (sweep every {args.live_sweep_s:g} s)",
+        f"{sum(bursts)} in {len(bursts)} burst(s) ({', '.join(map(str, bursts)) or '-'})",
+        f"<= {math.ceil(idle['seconds'] / args.live_sweep_s)} burst(s): the sweeps only",
+        len(bursts) <= math.ceil(idle["seconds"] / args.live_sweep_s),
+        "idle-queries",
+    )
+    pr = live["pairs"]
+    row(
+        "live: new customer then its first event within 50 ms: profile first",
+        f"{pr['profile_first']} of {pr['pairs']}",
+        "every time",
+        pr["profile_first"] == pr["pairs"],
+        "profile-first",
+    )
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    head = ("metric", "value", "target", "")
+    lines = [
+        "| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |",
+        "|" + "|".join("-" * (w[i] + 2) for i in range(4)) + "|",
+    ]
+    lines += ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |" for r in rows]
+    return "\n".join(lines), met
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 
@@ -577,9 +865,15 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("stages", "limited", "unlimited", "unannounced", "competing"),
+        choices=("stages", "limited", "unlimited", "unannounced", "competing", "live"),
         help="run only these parts (repeatable; default: all). The table then shows what was measured",
     )
+    parser.add_argument("--live-customers", type=int, default=4_000, help="live scenario: customers seeded")
+    parser.add_argument("--live-seconds", type=float, default=30.0, help="live scenario: seconds per rate")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=32.0, help="live scenario: idle measurement (covers one 30 s sweep)"
+    )
+    parser.add_argument("--live-pairs", type=int, default=100, help="live scenario: new customer + event pairs")
     parser.add_argument(
         "--py-spy",
         action="store_true",
@@ -621,20 +915,22 @@ def main() -> int:
         stack.callback(em.stop)
         log(f"emulator at {em.url} (pid {em.proc.pid})")
 
-        db_url = stack.enter_context(bench_database(server_url))
-        env["MASIVO_DATABASE_URL"] = db_url
+        only = set(args.only or ("stages", "limited", "unlimited", "unannounced", "competing", "live"))
         accounts = seeding.account_ids(args.accounts)
-        t = time.perf_counter()
-        res["seeded"] = seeding.seed(
-            db_url,
-            endpoint=em.url,
-            accounts=args.accounts,
-            customers=args.customers,
-            events=args.events,
-            orders=args.orders,
-        )
-        log(f"seeded {res['seeded']} in {time.perf_counter() - t:.1f}s")
-        only = set(args.only or ("stages", "limited", "unlimited", "unannounced", "competing"))
+        res["seeded"] = {}
+        if only - {"live"} or args.rss_check:  # the backlog scenarios share one seeded database
+            db_url = stack.enter_context(bench_database(server_url))
+            env["MASIVO_DATABASE_URL"] = db_url
+            t = time.perf_counter()
+            res["seeded"] = seeding.seed(
+                db_url,
+                endpoint=em.url,
+                accounts=args.accounts,
+                customers=args.customers,
+                events=args.events,
+                orders=args.orders,
+            )
+            log(f"seeded {res['seeded']} in {time.perf_counter() - t:.1f}s")
         entities = [e for e in ("events", "customers", "purchases") if e in ENTITIES and "stages" in only]
         res["entities"] = list(ENTITIES)
         res["stages"] = {}
@@ -670,6 +966,11 @@ def main() -> int:
                 logdir=logdir, db_url=db_url, kinds=("baseline", "flow", "core"),
             )  # fmt: skip
 
+        if "live" in only:
+            args.live_sweep_s = Settings().live_sweep_seconds
+            res["live"] = live_scenario(em, env, server_url, args, logdir)
+            em.reset()
+
         if args.rss_check:
             em.reset()
             with bench_database(server_url) as big_url:
@@ -693,7 +994,10 @@ def main() -> int:
                 log(f"rss check: {data['maxrss_mb']} MB, {record['delivery']['objects']:,} objects")
             em.reset()
 
-    table, met = build_table(res, args)
+    table, met = build_table(res, args) if only - {"live"} or args.rss_check else ("", {})
+    if "live" in res:
+        live_rows, live_met = live_table(res["live"], args)
+        table, met = (f"{table}\n\n{live_rows}" if table else live_rows), met | live_met
     res["table"] = table
     res["targets_met"] = met
     res["load_end"] = os.getloadavg()
@@ -706,6 +1010,8 @@ def main() -> int:
     )
     print(table)
     runs = [r for s in res["scenarios"].values() for k in s["runs"].values() for r in k] or list(res["stages"].values())
+    if "live" in res:
+        runs += [res["live"][k] for k in ("idle", "steady", "load", "pairs") if k in res["live"]]
     loads = [r["loadavg_before"] for r in runs]
     busy = [r["machine_busy_pct"] for r in runs]
     others = [r["machine_busy_pct"] - r["ours_pct"] for r in runs]

@@ -12,7 +12,10 @@ peak RSS is its own (`ru_maxrss`, written with its timings as JSON to `--out`):
 - `baseline`: the same request bodies, built in memory first (a dry run), then POSTed by a plain
   httpx async loop at the same concurrency per account: the ceiling for the delivery path;
 - `stages`: extract / validate+transform / pack over the whole backlog, one account at a time on
-  one thread, read-only (no ledger, no cursor): the stages' own throughput.
+  one thread, read-only (no ledger, no cursor): the stages' own throughput;
+- `live`: the core live session (what `masivo-braze live` runs) until SIGTERM;
+- `writers`: commits changes at a steady rate (or new customers and their first events) and
+  records each change's commit time, for the live scenario's commit → Braze latencies.
 """
 
 from __future__ import annotations
@@ -286,6 +289,191 @@ def stages(ns: argparse.Namespace) -> None:
     _write(ns.out, {"passes": passes, "batches": len(ranges)})
 
 
+# -- live mode -------------------------------------------------------------------------------------
+
+
+def live(ns: argparse.Namespace) -> None:
+    """`masivo-braze live` without the CLI's printing: the core session until SIGTERM. Prints `ready`
+    once LISTEN is in place and the first sweep ran; writes its counts and CPU time at the end."""
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.live import BatchLine, LiveSession
+    from masivo_braze_sync.live.signals import run_until_signalled
+
+    statements = _count_statements()
+    batches: Counter[str] = Counter()
+    rows: Counter[str] = Counter()
+    requests: Counter[str] = Counter()
+
+    def count(line: BatchLine) -> None:
+        batches[line.consumer] += 1
+        rows[line.consumer] += line.rows
+        requests[line.consumer] += line.requests
+
+    session = LiveSession(Database.from_settings(), on_batch=count)
+
+    async def announce() -> None:
+        while session.sweeps < 1:
+            await asyncio.sleep(0.05)
+        print("ready", flush=True)
+
+    async def main() -> None:
+        ready = asyncio.create_task(announce())
+        await run_until_signalled(session)
+        ready.cancel()
+
+    asyncio.run(main())
+    _write(
+        ns.out,
+        {
+            "batches": dict(batches),
+            "rows": dict(rows),
+            "requests": dict(requests),
+            "sweeps": session.sweeps,
+            "reconnects": session.listener.reconnects,
+            "summary": session.summary_rows(),
+            "statement_times": statements,
+        },
+    )
+
+
+def _count_statements() -> list[float]:
+    """The epoch time of every statement this process sends through psycopg (the live scenario
+    counts what it sends while idle; pg_stat_statements is usually not loaded). Measurement only:
+    a wrapper around the cursors' execute methods (the connections' execute goes through them)."""
+    import functools
+
+    import psycopg
+
+    times: list[float] = []
+
+    def sync(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            times.append(time.time())
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    def asynchronous(fn):
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            times.append(time.time())
+            return await fn(*args, **kwargs)
+
+        return wrapper
+
+    for cls in (psycopg.Cursor, psycopg.ServerCursor):
+        cls.execute = sync(cls.execute)
+    psycopg.Cursor.executemany = sync(psycopg.Cursor.executemany)
+    psycopg.AsyncCursor.execute = asynchronous(psycopg.AsyncCursor.execute)
+    return times
+
+
+#: what a writer's change is, by share of the changes: events 60%, purchases 20%, customer updates 20%
+CHANGE_MIX = (("event", 0.6), ("purchase", 0.2), ("customer", 0.2))
+
+
+def writers(ns: argparse.Namespace) -> None:
+    """One thread per account commits changes at `--rate` changes/s in all for `--seconds`, in
+    transactions every `--tick-ms` (each change picks its kind from CHANGE_MIX); or, with `--pairs`,
+    new customers each followed within 0-50 ms by its first event (separate transactions).
+    Writes the commit time (epoch, after COMMIT returned) of every change, by its key."""
+    import random
+    import threading
+
+    import psycopg
+
+    accounts = ns.accounts.split(",")
+    commits: dict[str, float] = {}
+    # every 100th seeded customer is soft-deleted (seed.py): its changes are skipped by design
+    live_customers = [g for g in range(1, ns.customers + 1) if g % 100]
+    lock = threading.Lock()
+
+    def steady(n: int, account: str) -> None:
+        rng = random.Random(n)
+        per_tick = ns.rate / len(accounts) * ns.tick_ms / 1000
+        kinds, weights = zip(*CHANGE_MIX, strict=True)
+        seq, owed = 0, 0.0
+        with psycopg.connect(ns.database_url) as conn:
+            start = time.monotonic()
+            tick = 0
+            while time.monotonic() - start < ns.seconds:
+                owed += per_tick
+                k, owed = int(owed), owed - int(owed)
+                keys = []
+                with conn.cursor() as cur:
+                    for kind in rng.choices(kinds, weights, k=k):
+                        seq += 1
+                        ident = f"{ns.tag}-{account}-{seq}"
+                        if kind == "event":
+                            cur.execute(
+                                "INSERT INTO public.events (id, account_id, customer_id, type, properties, "
+                                "occurred_at) VALUES (%s, %s, %s, 'STORE_VISIT', "
+                                "jsonb_build_object('eid', %s::text, 'channel', 'app'), now())",
+                                (ident, account, f"{account}-c{rng.choice(live_customers)}", ident),
+                            )
+                            keys.append(f"event:{ident}")
+                        elif kind == "purchase":
+                            customer = f"{account}-c{rng.choice(live_customers)}"
+                            cur.execute(
+                                "INSERT INTO public.orders (account_id, id, customer_id, status, currency, "
+                                "fulfilled_at) VALUES (%s, %s, %s, 'FULFILLED', 'COP', now())",
+                                (account, ident, customer),
+                            )
+                            cur.execute(
+                                "INSERT INTO public.order_items (account_id, order_id, line_no, sku, name, quantity, "
+                                "unit_price) VALUES (%s, %s, 1, 'SKU-1', 'Product 1', 1, 1000)",
+                                (account, ident),
+                            )
+                            keys.append(f"purchase:{ident}")
+                        else:  # a customer update: points carries a value unique to this change
+                            customer = f"{account}-c{live_customers[(seq * 7919 + n) % len(live_customers)]}"
+                            points = ns.points_base + n * 10_000_000 + seq
+                            cur.execute(
+                                "UPDATE public.customers SET points = %s, updated_at = now() "
+                                "WHERE account_id = %s AND id = %s",
+                                (points, account, customer),
+                            )
+                            keys.append(f"customer:{customer}:{points}")
+                conn.commit()
+                t = time.time()
+                with lock:
+                    commits.update(dict.fromkeys(keys, t))
+                tick += 1
+                time.sleep(max(0.0, start + tick * ns.tick_ms / 1000 - time.monotonic()))
+
+    def pairs(n: int, account: str) -> None:
+        rng = random.Random(n)
+        with psycopg.connect(ns.database_url, autocommit=True) as conn:
+            for i in range(ns.pairs // len(accounts)):
+                customer = f"{account}-{ns.tag}-new{i}"
+                conn.execute(
+                    "INSERT INTO public.customers (account_id, id, email, tier) VALUES (%s, %s, %s, 'SILVER')",
+                    (account, customer, f"{customer}@example.com"),
+                )
+                t = time.time()
+                time.sleep(rng.uniform(0, 0.05))
+                ident = f"{customer}-e1"
+                conn.execute(
+                    "INSERT INTO public.events (id, account_id, customer_id, type, properties, occurred_at) "
+                    "VALUES (%s, %s, %s, 'STORE_VISIT', jsonb_build_object('eid', %s::text), now())",
+                    (ident, account, customer, ident),
+                )
+                with lock:
+                    commits[f"new:{customer}"] = t
+                    commits[f"event:{ident}"] = time.time()
+                time.sleep(rng.uniform(0.05, 0.2))
+
+    target = pairs if ns.pairs else steady
+    threads = [threading.Thread(target=target, args=(n, a)) for n, a in enumerate(accounts)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _write(ns.out, {"commits": commits, "started": t0, "ended": time.time()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="worker.py")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -308,6 +496,21 @@ def main() -> None:
     p.add_argument("--entity", default="events")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(fn=stages)
+    p = sub.add_parser("live")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=live)
+    p = sub.add_parser("writers")
+    p.add_argument("--out", required=True)
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--accounts", required=True, help="comma-separated account ids")
+    p.add_argument("--customers", type=int, required=True, help="seeded customers per account")
+    p.add_argument("--tag", required=True, help="makes this phase's ids unique")
+    p.add_argument("--rate", type=float, default=200.0, help="changes/s over all accounts")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--tick-ms", type=float, default=20.0, help="each writer commits every tick")
+    p.add_argument("--points-base", type=int, default=0)
+    p.add_argument("--pairs", type=int, default=0, help="new customer + first event pairs instead")
+    p.set_defaults(fn=writers)
     ns = parser.parse_args()
     if ns.mode == "cli" and ns.args[:1] == ["--"]:
         ns.args = ns.args[1:]

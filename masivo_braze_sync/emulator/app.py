@@ -317,6 +317,8 @@ class EmulatorApp:
                 return 200, st.stats(parts[1]).to_json()
             if parts[2] == "deleted":
                 return 200, {"deleted_ids": st.deleted_ids(parts[1])}
+            if parts[2] == "arrivals":  # (time stored, array, object): latency measurements
+                return 200, {"arrivals": st.arrivals(parts[1])}
         elif len(parts) == 4 and parts[0] == "workspaces" and parts[2] == "users" and method == "GET":
             profile = st.profile(parts[1], parts[3])
             if profile is None:

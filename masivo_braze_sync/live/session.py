@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from masivo_braze_sync.accounts import AccountConfig, load_accounts
 from masivo_braze_sync.budget import BlockBudget, SharedBudget
 from masivo_braze_sync.db.engine import Database
+from masivo_braze_sync.db.reuse import ReusingDatabase
 from masivo_braze_sync.entities import ENTITIES, Entity
 from masivo_braze_sync.live.listener import Listener
 from masivo_braze_sync.live.worker import AccountWorker
@@ -77,7 +78,8 @@ class LiveSession:
         unknown = sorted(set(entities or ()) - set(ENTITIES))
         if unknown:
             raise ValueError(f"unknown entities: {', '.join(unknown)}")
-        self.db = db
+        #: the session's micro-batches reuse connections (db/reuse.py says why)
+        self.db = ReusingDatabase.of(db)
         self.settings = settings or get_settings()
         #: consumers in round order (customers first: docs/live.md#order)
         self.order: list[Entity] = [e for name, e in ENTITIES.items() if not entities or name in entities]
@@ -113,6 +115,7 @@ class LiveSession:
             await asyncio.gather(listener, sweeper, return_exceptions=True)
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
+            self.db.close_idle()
 
     async def _sweep_timer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -209,13 +212,24 @@ class LiveSession:
         run.flow_run_id = self.flow_run_id
         return run
 
-    async def drive(self, run: AccountRun, stop: asyncio.Event) -> None:
-        """Micro-batches of one run until nothing is readable (or `stop`: never mid-batch)."""
+    async def drive(self, run: AccountRun, stop: asyncio.Event) -> int:
+        """Micro-batches of one run while its reads come back full (a backlog: back to back, as a
+        batch run), until one that was not, or nothing is readable (or `stop`: never mid-batch).
+
+        Returns the batches done. Stopping at a read that was not full gives the account's other
+        consumers their turn: under a steady trickle every read finds a few rows, and a loop
+        "until nothing is readable" would keep, say, events waiting for customers to stop changing.
+        """
+        batches = 0
         while not stop.is_set():
             result = await run.step()
             if result is None:
-                return
+                break
+            batches += 1
             self._emit(run, result.rows_read, result.objects_sent, result.requests, result.seconds)
+            if result.range.rows < self.settings.batch_rows:  # caught up (or ended at a whole request)
+                break
+        return batches
 
     def _emit(self, run: AccountRun, rows: int, objects: int, requests: int, seconds: float) -> None:
         t = self._totals(run.account.account_id, run.entity.name)

@@ -1,7 +1,7 @@
 """One account in a live session: its pending consumers, its open runs, its rounds.
 
-A round looks at the account's due consumers in the order `ENTITIES` gives (customers first), so
-a new customer's profile goes before its first event and a deleted customer's delete before
+A round looks at the account's due customers first, then at its other due consumers side by side,
+so a new customer's profile goes before its first event and a deleted customer's delete before
 anything else for it (docs/live.md#order). Each consumer's run stays open (lock held, Braze client
 open) between rounds; its micro-batches go through the same `AccountRun` as a batch sync.
 A failure closes the account's runs and keeps the account out for a growing while; the other
@@ -128,27 +128,46 @@ class AccountWorker:
         return [c for c in self.session.order if c.name in names and c in self.consumers]
 
     async def _round(self, due: set[str], stop: asyncio.Event) -> None:
-        for entity in self._ordered(due):
-            if stop.is_set() or self.stop.is_set():
-                return  # still pending: the next session takes it up
-            try:
-                run = await self._open(entity)
-                await self.session.drive(run, stop)
-                if stop.is_set():
-                    return
-                waiting = await asyncio.to_thread(self._waiting, entity)
-            except AccountBusy:
-                self.pending.later(entity.name, BUSY_RETRY_SECONDS)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
-                await self._failed(entity, exc)
-                return
-            if waiting:
-                self.pending.held(entity.name)
-            else:
-                self.pending.done(entity.name)
-        self.failures.reset()
-        self.db_failure = False
+        ordered = self._ordered(due)
+        # customers first (a profile before anything else for it); the others after them side by
+        # side: they do not depend on each other, and waiting for each other's micro-batch only
+        # added latency (docs/live.md#order)
+        first = [e for e in ordered if e is CUSTOMERS]
+        rest = [e for e in ordered if e is not CUSTOMERS]
+        ok = all([await self._look(e, stop) for e in first])
+        if ok and rest:
+            ok = all(await asyncio.gather(*(self._look(e, stop) for e in rest)))
+        if not ok:  # the lock and client of the others are reopened with the account
+            await self._close_all()
+            return
+        if not (stop.is_set() or self.stop.is_set()):
+            self.failures.reset()
+            self.db_failure = False
+
+    async def _look(self, entity: Entity, stop: asyncio.Event) -> bool:
+        """One consumer's turn in a round; False when it failed (the account is kept out a while)."""
+        if stop.is_set() or self.stop.is_set():
+            return True  # still pending: the next session takes it up
+        self.pending.looking(entity.name)
+        try:
+            run = await self._open(entity)
+            batches = await self.session.drive(run, stop)
+            if stop.is_set():
+                return True
+            waiting = await asyncio.to_thread(self._waiting, entity)
+        except AccountBusy:
+            self.pending.later(entity.name, BUSY_RETRY_SECONDS)
+            return True
+        except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
+            await self._failed(entity, exc)
+            return False
+        if not waiting:
+            self.pending.done(entity.name)
+        elif batches:  # the account's other consumers had their turn too: back in the next round
+            self.pending.again(entity.name)
+        else:
+            self.pending.held(entity.name)
+        return True
 
     async def _open(self, entity: Entity) -> AccountRun:
         run = self.runs.get(entity.name)
@@ -180,7 +199,6 @@ class AccountWorker:
         run = self.runs.pop(entity.name, None)
         if run is not None:
             await self._close(run, exc)
-        await self._close_all()  # the lock and client of the others are reopened with the account
         self.pending.later(entity.name, delay)
 
     # -- runs ------------------------------------------------------------------------------------

@@ -125,6 +125,8 @@ def test_demo_runs_end_to_end_and_prints_the_summary(prefect_api, db) -> None:
     assert result.exit_code == 0, result.output
     assert "events: per-account summary" in result.output
     assert "What the Braze emulator received" in result.output
+    assert "commit → Braze, ms" in result.output  # then live mode: each change's latency
+    assert "not arrived" not in result.output
     for account in ("demo-andes", "demo-caribe", "demo-pampa"):
         assert account in result.output
 

@@ -12,6 +12,7 @@ import pytest
 
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.live import BatchLine, LiveSession
+from tests.throwaway_pg import throwaway_pg  # noqa: F401 - a fixture
 
 
 class LiveThread:

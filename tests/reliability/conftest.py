@@ -9,6 +9,7 @@ import pytest
 
 from masivo_braze_sync.settings import get_settings
 from tests.prefect_server import running_prefect_server
+from tests.throwaway_pg import throwaway_pg  # noqa: F401 - a fixture
 
 
 def pytest_configure(config: pytest.Config) -> None:

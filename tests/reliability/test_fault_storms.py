@@ -54,6 +54,7 @@ def test_fault_storms_over_repeated_syncs_lose_nothing_and_count_every_possible_
     make_account(ACCOUNT, customers=CUSTOMERS, workspace={"rate_window_seconds": 1.0})
     events: list[str] = []
     outcomes: dict[str, list[bool]] = {"events": [], "customers": []}
+    hit_events: list[int] = []  # faults that hit the events run, per round
 
     for n, (_, faults, concurrency) in enumerate(STORMS):
         settings_env(BRAZE_CONCURRENCY=concurrency)
@@ -74,7 +75,10 @@ def test_fault_storms_over_repeated_syncs_lose_nothing_and_count_every_possible_
         for entity in ("customers", "events"):
             for fault in faults:
                 emulator.add_fault(Fault(**{**_fields(fault), "workspace": ACCOUNT}))
+            before = sum(emulator.stats(ACCOUNT).faults_injected.values())
             outcomes[entity].append(_run(run_sync, entity))
+            if entity == "events":
+                hit_events.append(sum(emulator.stats(ACCOUNT).faults_injected.values()) - before)
             emulator.clear_faults()
             if entity == "customers" and not outcomes[entity][-1]:
                 assert _run(run_sync, entity), "customers: a fault-free run did not resume the batch"
@@ -85,6 +89,8 @@ def test_fault_storms_over_repeated_syncs_lose_nothing_and_count_every_possible_
         assert _run(run_sync, entity), f"{entity}: the first run after the storms failed"
         assert run_sync(ACCOUNT, entity).rows_read == 0
 
+    # every storm not left to chance hit the events of its round (no events run found nothing to send)
+    assert all(hits for hits, (_, faults, _) in zip(hit_events, STORMS, strict=True) if faults[0].probability is None)
     # runs did fail along the way (so resumption was exercised), and others got through storms
     assert not all(outcomes["events"])
     assert any(outcomes["events"])

@@ -2,14 +2,14 @@
 completes, and the cursor and the ledger stay consistent.
 
 The restart hits a throwaway Postgres (`pgserver` in a temporary folder, restarted with its own
-`pg_ctl -m fast`, which ends every session), never the server the rest of the suite uses.
+`pg_ctl -m fast`, which ends every session: tests/throwaway_pg.py), never the server the rest of
+the suite uses.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,26 +19,9 @@ from masivo_braze_sync.db.migrate import init_database
 from masivo_braze_sync.emulator import Workspace
 from masivo_braze_sync.errors import ConfigurationError, DatabaseUnavailable, RetryableError, SyncError
 from tests.reliability.helpers import assert_consistent, duplicated, ledger_rows
+from tests.throwaway_pg import restart, start, stop
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def throwaway_pg(tmp_path) -> Iterator[object]:
-    """A Postgres of its own in a temporary folder, deleted afterwards."""
-    import pgserver
-
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-def _restart(server) -> None:
-    from pgserver._commands import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
 def _add_events(db: Database, first: int, n: int) -> list[str]:
@@ -76,7 +59,7 @@ def test_postgres_restart_during_delivery_then_the_next_run_completes(
         deadline = time.monotonic() + 60
         while emulator.stats("pg").requests < 10 and time.monotonic() < deadline:
             time.sleep(0.005)
-        _restart(throwaway_pg)
+        restart(throwaway_pg)
         restarted.set()
 
     restarter = threading.Thread(target=restart_mid_delivery, daemon=True)
@@ -143,26 +126,10 @@ def test_a_ledger_write_lost_to_a_database_blip_is_written_later(
 # -- reaching Postgres: an outage is transient, a refused login is configuration ----------------------
 
 
-def _stop(server) -> None:
-    from pgserver._commands import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
-
-
-def _start(server, socket_dir: str) -> None:
-    from pgserver._commands import pg_ctl
-
-    args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "start"]  # as pgserver starts it
-    pg_ctl(args, pgdata=server.pgdata, user=server.system_user, timeout=60)
-
-
 def test_a_connection_rides_out_a_postgres_restart(throwaway_pg) -> None:
-    from urllib.parse import parse_qs, urlsplit
-
     url = throwaway_pg.get_uri()
-    socket_dir = parse_qs(urlsplit(url).query)["host"][0]
-    _stop(throwaway_pg)
-    back = threading.Timer(1.0, _start, (throwaway_pg, socket_dir))  # down for about a second
+    stop(throwaway_pg)
+    back = threading.Timer(1.0, start, (throwaway_pg, url))  # down for about a second
     back.start()
     try:
         with Database(url).connection() as conn:  # the default retry waits 15 to 20 s in all
