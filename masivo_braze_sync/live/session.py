@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from masivo_braze_sync.accounts import AccountConfig, load_accounts
 from masivo_braze_sync.budget import BlockBudget, SharedBudget
 from masivo_braze_sync.db.engine import Database
-from masivo_braze_sync.db.reuse import ReusingDatabase
 from masivo_braze_sync.entities import ENTITIES, Entity
 from masivo_braze_sync.live.listener import Listener
 from masivo_braze_sync.live.worker import AccountWorker
@@ -78,8 +77,9 @@ class LiveSession:
         unknown = sorted(set(entities or ()) - set(ENTITIES))
         if unknown:
             raise ValueError(f"unknown entities: {', '.join(unknown)}")
-        #: the session's micro-batches reuse connections (db/reuse.py says why)
-        self.db = ReusingDatabase.of(db)
+        #: micro-batches open several short transactions: `Database` pools its sessions
+        #: (docs/architecture.md#postgres-sessions), which live latency depends on
+        self.db = db
         self.settings = settings or get_settings()
         #: consumers in round order (customers first: docs/live.md#order)
         self.order: list[Entity] = [e for name, e in ENTITIES.items() if not entities or name in entities]
