@@ -115,7 +115,6 @@ class LiveSession:
             await asyncio.gather(listener, sweeper, return_exceptions=True)
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
-            self.db.close_idle()
 
     async def _sweep_timer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
