@@ -336,14 +336,25 @@ def live_command(
             highlight=False,
         )
 
+    from tasks.secrets import resolve_api_key
+
     try:
-        session = LiveSession(Database.from_settings(), entities=entity, account_ids=account, on_batch=show)
+        session = LiveSession(
+            Database.from_settings(),
+            entities=entity,
+            account_ids=account,
+            on_batch=show,
+            prepare_account=resolve_api_key,  # `prefect-secret:<block>` keys, as in a sync run
+        )
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
     console.print("live: listening for changes (Ctrl-C to stop)")
-    asyncio.run(
-        run_until_signalled(session, on_signal=lambda _: console.print("live: stopping after the batch in flight"))
-    )
+    try:
+        asyncio.run(
+            run_until_signalled(session, on_signal=lambda _: console.print("live: stopping after the batch in flight"))
+        )
+    except (asyncio.CancelledError, KeyboardInterrupt):  # a second signal: the batch in flight was cut off
+        console.print("live: stopped at once; a batch cut off stays open and the next run resumes it")
     from app.report import print_live_summary
 
     print_live_summary(console, session.summary_rows())

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     live_failure_backoff_max_seconds: float = Field(
         default=60.0, gt=0, description="Live: longest wait before an account that failed is tried again."
     )
+    live_idle_close_seconds: float = Field(
+        default=60.0, gt=0, description="Live: close a consumer's run (and its lock's session) idle this long."
+    )
     live_summary_seconds: float = Field(
         default=60.0, gt=0, description="Live: record each account's summary this often (run_summaries)."
     )

@@ -59,7 +59,9 @@ class Listener:
                     while not stop.is_set():
                         async for note in conn.notifies(timeout=self.poll_seconds):
                             self._dispatch(note.payload)
-            except psycopg.OperationalError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever ended it, listen again: the sweep after
+                # the reconnect covers what was missed, and a listener left down would leave the
+                # session on its slow sweeps without a word
                 delay = backoff.grow()
                 log.warning("live: notification connection lost (%s); retrying in %.1fs", type(exc).__name__, delay)
                 await _sleep_unless(stop, delay)

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: how long to leave a consumer whose lock another run holds (that run delivers the changes)
 BUSY_RETRY_SECONDS = 2.0
+#: ...doubled while it stays busy, so a standby live process does not reconnect to every pair
+BUSY_RETRY_MAX_SECONDS = 60.0
 
 
 class AccountWorker:
@@ -44,6 +46,9 @@ class AccountWorker:
         self.consumers = consumers
         self.pending = Pending(s.live_retry_min_seconds, s.live_retry_max_seconds)
         self.runs: dict[str, AccountRun] = {}
+        #: when each open run last worked: an idle one is closed (its lock session goes back)
+        self.used: dict[str, float] = {}
+        self.busy: dict[str, Backoff] = {}
         self.wakeup = asyncio.Event()
         self.stop = asyncio.Event()
         self.failures = Backoff(1.0, s.live_failure_backoff_max_seconds)
@@ -94,6 +99,7 @@ class AccountWorker:
                 if self._update is not None:
                     await self._close_all()
                     (self.account, self.consumers), self._update = self._update, None
+                await self._close_idle()
                 if time.monotonic() < self.blocked_until:
                     continue
                 due = self.pending.due()
@@ -108,6 +114,9 @@ class AccountWorker:
         wait_until = self.pending.next_due()
         if self.blocked_until and wait_until is not None:
             wait_until = max(wait_until, self.blocked_until)
+        if self.used:  # wake up to close the runs that fell idle
+            idle_at = min(self.used.values()) + self.session.settings.live_idle_close_seconds
+            wait_until = idle_at if wait_until is None else min(wait_until, idle_at)
         timeout = None if wait_until is None else max(0.0, wait_until - time.monotonic())
         waits = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(self.stop.wait())]
         try:
@@ -156,11 +165,14 @@ class AccountWorker:
                 return True
             waiting = await asyncio.to_thread(self._waiting, entity)
         except AccountBusy:
-            self.pending.later(entity.name, BUSY_RETRY_SECONDS)
+            busy = self.busy.setdefault(entity.name, Backoff(BUSY_RETRY_SECONDS, BUSY_RETRY_MAX_SECONDS))
+            self.pending.later(entity.name, busy.grow())
             return True
         except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
             await self._failed(entity, exc)
             return False
+        self.busy.pop(entity.name, None)
+        self.used[entity.name] = time.monotonic()
         if not waiting:
             self.pending.done(entity.name)
         elif batches:  # the account's other consumers had their turn too: back in the next round
@@ -210,6 +222,16 @@ class AccountWorker:
         for run in self.runs.values():
             await self.session.flush_summary(run)
 
+    async def _close_idle(self) -> None:
+        """Close the runs idle for `live_idle_close_seconds`: each holds a Postgres session for its
+        lock, and one session per (entity, account) would exhaust the server's connections."""
+        limit = time.monotonic() - self.session.settings.live_idle_close_seconds
+        for name in [n for n, t in self.used.items() if t <= limit]:
+            self.used.pop(name, None)
+            run = self.runs.pop(name, None)
+            if run is not None:
+                await self._close(run)  # records its summary
+
     async def _close(self, run: AccountRun, exc: BaseException | None = None) -> None:
         try:
             await run.__aexit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
@@ -218,5 +240,6 @@ class AccountWorker:
 
     async def _close_all(self) -> None:
         runs, self.runs = list(self.runs.values()), {}
+        self.used.clear()
         for run in runs:
             await self._close(run)

@@ -32,3 +32,17 @@ def test_a_wake_up_held_by_an_older_transaction_is_delivered_when_it_ends(
         assert "events" in session.session.workers["acct-1"].pending
     # the older transaction ended (no new notification for these rows): the pending look finds them
     wait_for(lambda: sorted(received("acct-1")) == sorted(ids), what="the held events to arrive")
+
+
+def test_an_idle_live_session_lets_go_of_its_locks_and_a_scheduled_run_takes_over(
+    make_account, add_events, received, live, run_sync
+):
+    make_account("acct-1", customers=1)
+    session = live(entities=["events"], settings=Settings(live_idle_close_seconds=0.3, live_sweep_seconds=600))
+    first = add_events("acct-1", 2)
+    wait_for(lambda: sorted(received("acct-1")) == sorted(first), what="the live session's events")
+    assert session.session.workers["acct-1"].runs  # the run (and its lock's session) is open while busy
+    wait_for(lambda: not session.session.workers["acct-1"].runs, what="the idle run to close")
+    assert run_sync("acct-1").status == "ok"  # not AccountBusy: the idle session holds no lock
+    later = add_events("acct-1", 3)  # the session opens its run again on the wake-up
+    wait_for(lambda: sorted(received("acct-1")) == sorted(first + later), what="the later events")
