@@ -97,14 +97,18 @@ async def deliver(
             status, http_status = "delivered", result.status_code
         except AuthenticationError as exc:
             # 401/403: Braze applied nothing. Recorded as `refused`, the next attempt resends these
-            # objects without counting them as possible duplicates (docs/operations.md#ledger)
-            outcomes.append(DeliveryOutcome(delivery_id, "refused", exc.status_code, 1, False))
+            # objects without counting them as possible duplicates (docs/operations.md#ledger),
+            # unless an earlier attempt of this request may have landed (a timeout or 5xx before
+            # the 401): then it stays `sending`, and the take-over counts it as a possible duplicate
+            if not getattr(exc, "possibly_applied", False):
+                outcomes.append(DeliveryOutcome(delivery_id, "refused", exc.status_code, 1, False))
             raise
         except PermanentError as exc:
             if exc.status_code is not None and 300 <= exc.status_code < 400:
                 # a redirect says where the endpoint points, not what is wrong with these objects:
                 # the account stops (its batch stays open) until the endpoint is fixed
-                outcomes.append(DeliveryOutcome(delivery_id, "refused", exc.status_code, 1, False))
+                if not getattr(exc, "possibly_applied", False):  # else `sending`: see the 401 above
+                    outcomes.append(DeliveryOutcome(delivery_id, "refused", exc.status_code, 1, False))
                 raise ConfigurationError(str(exc)) from None
             # the request itself was refused: nothing in it was applied; record every object
             result, errors, status, http_status = None, exc.errors, "rejected", exc.status_code

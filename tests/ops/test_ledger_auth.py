@@ -71,3 +71,26 @@ def test_the_ledger_accepts_the_not_applied_statuses(db, status: str) -> None:
             "VALUES (1, 'a', 'events', 0, 'track', ARRAY['k'], %s)",
             (status,),
         )
+
+
+def test_a_401_after_an_attempt_that_may_have_landed_counts_as_a_possible_duplicate(
+    db, make_account, add_events, received, emulator, monkeypatch
+) -> None:
+    from masivo_braze_sync.emulator import Fault
+    from masivo_braze_sync.settings import get_settings
+
+    monkeypatch.setenv("MASIVO_BRAZE_CONCURRENCY", "1")  # one request at a time: the faults hit the first
+    get_settings.cache_clear()
+    make_account("acct-1", customers=1)
+    ids = add_events("acct-1", 75)
+    settle(db, "acct-1")
+    # the first attempt lands but its answer is a 500; the retry is refused for the key
+    emulator.add_fault(Fault(kind="applied_then_500", count=1, workspace="acct-1"))
+    emulator.add_fault(Fault(kind="status", status=401, count=1, workspace="acct-1"))
+    failed = _run(db, "acct-1")
+    assert failed.summary.status == "failed"
+    assert Counter(received("acct-1")) == Counter(ids)  # the first attempt was applied
+
+    emulator.clear_faults()
+    fixed = _run(db, "acct-1")
+    assert (fixed.summary.status, fixed.summary.possibly_duplicated) == ("ok", 1)  # counted, not hidden
