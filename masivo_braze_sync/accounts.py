@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg.rows import dict_row
 
 from masivo_braze_sync.braze.limits import BRAZE
+from masivo_braze_sync.braze.ratelimit import workspace_key
 from masivo_braze_sync.errors import ConfigurationError
 from masivo_braze_sync.settings import Settings
 
@@ -64,8 +64,7 @@ class AccountConfig:
     @property
     def workspace(self) -> str:
         """An opaque key of the Braze workspace (endpoint + key digest) for shared rate limits."""
-        digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()[:16]
-        return f"{(self.rest_endpoint or '').rstrip('/').lower()}#{digest}"
+        return workspace_key(self.rest_endpoint or "", self.api_key or "")
 
     def track_limit(self, settings: Settings) -> tuple[int, float]:
         """(requests, window seconds) for /users/track: the configured limit, else Braze's default."""

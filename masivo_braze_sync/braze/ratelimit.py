@@ -57,7 +57,7 @@ def workspace_key(base_url: str, api_key: str) -> str:
     the result may appear in logs and Prefect limit names.
     """
     digest = hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
-    return f"{base_url.rstrip('/')}#{digest}"
+    return f"{base_url.rstrip('/').lower()}#{digest}"  # host names are case-insensitive
 
 
 class RateLimiter:
