@@ -279,8 +279,8 @@ def resync_audience(
 @app.command()
 def status() -> None:
     """Per account and entity: backlog, last success, last error, rejected rows."""
+    from app.report import print_status
     from masivo_braze_sync.db import Database
-    from masivo_braze_sync.status import print_status
 
     try:
         print_status(console, Database.from_settings())

@@ -5,6 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from masivo_braze_sync.capture import horizon_age_seconds
+from masivo_braze_sync.db import Database
+from masivo_braze_sync.status import AccountStatus, format_age, held_by_customers, status_rows
 from masivo_braze_sync.summary import COUNTERS, LABELS, AccountSummary
 
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "busy": "yellow"}
@@ -62,3 +65,38 @@ def print_live_summary(console: Console, rows: list[dict]) -> None:
     for r in rows:
         if r.get("error"):
             console.print(f"  [red]{r['account_id']}[/] {r['consumer']}: {r['error']}")
+
+
+def print_status(console: Console, db: Database) -> None:
+    """Print the status table, the rejection reasons, what waits for the customers sync, and the
+    change-capture horizon's age."""
+    with db.connection() as conn:
+        rows = [AccountStatus(**r) for r in status_rows(conn)]
+        age = horizon_age_seconds(conn)
+    table = Table(title="Braze sync status", title_justify="left")
+    for col in ("account", "entity", "on", "backlog", "lag", "last success", "last error", "rejected", "dropped"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.account_id,
+            r.entity,
+            "yes" if r.enabled else "no",
+            f"{r.backlog:,}",
+            format_age(r.lag_seconds) if r.backlog else "",
+            r.last_success.strftime("%Y-%m-%d %H:%M:%S %Z") if r.last_success else "never",
+            r.last_error or "",
+            f"{r.rejected:,}",
+            f"{r.dropped_while_off:,}",
+        )
+    console.print(table)
+    for r in rows:
+        for reason, n in r.rejected_by_reason.items():
+            console.print(f"  {r.account_id}/{r.entity}: {n:,} rejected: {reason}")
+    for r, customers in held_by_customers(rows):
+        why = f"; its last run failed: {customers.last_error}" if customers.last_error else ""
+        console.print(
+            f"  [yellow]{r.account_id}/{r.entity}[/]: waits for the customers sync "
+            f"({customers.backlog:,} customer changes unsent; profiles go first){why}"
+        )
+    if age > 60:
+        console.print(f"[yellow]oldest open transaction is {age:.0f}s old: changes after it wait until it ends[/]")

@@ -12,13 +12,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import psycopg
-from rich.console import Console
-from rich.table import Table
 
 from masivo_braze_sync.accounts import load_accounts
-from masivo_braze_sync.capture import backlogs, horizon_age_seconds
-from masivo_braze_sync.db.engine import Database
-from masivo_braze_sync.entities import ENTITIES
+from masivo_braze_sync.capture import backlogs
+from masivo_braze_sync.entities import CUSTOMERS, ENTITIES
 from masivo_braze_sync.signals import PreviousRun
 
 #: the most frequent reasons shown per account and entity
@@ -111,29 +108,16 @@ def format_age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def print_status(console: Console, db: Database) -> None:
-    """Print the status table, the rejection reasons and the change-capture horizon's age."""
-    with db.connection() as conn:
-        rows = [AccountStatus(**r) for r in status_rows(conn)]
-        age = horizon_age_seconds(conn)
-    table = Table(title="Braze sync status", title_justify="left")
-    for col in ("account", "entity", "on", "backlog", "lag", "last success", "last error", "rejected", "dropped"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            r.account_id,
-            r.entity,
-            "yes" if r.enabled else "no",
-            f"{r.backlog:,}",
-            format_age(r.lag_seconds) if r.backlog else "",
-            r.last_success.strftime("%Y-%m-%d %H:%M:%S %Z") if r.last_success else "never",
-            r.last_error or "",
-            f"{r.rejected:,}",
-            f"{r.dropped_while_off:,}",
-        )
-    console.print(table)
-    for r in rows:
-        for reason, n in r.rejected_by_reason.items():
-            console.print(f"  {r.account_id}/{r.entity}: {n:,} rejected: {reason}")
-    if age > 60:
-        console.print(f"[yellow]oldest open transaction is {age:.0f}s old: changes after it wait until it ends[/]")
+def held_by_customers(rows: list[AccountStatus]) -> list[tuple[AccountStatus, AccountStatus]]:
+    """(row, the account's customers row) for each entity with a backlog that cannot move past the
+    customers consumer while customer changes wait unsent (docs/live.md#profile-before-event)."""
+    customers = {r.account_id: r for r in rows if r.entity == CUSTOMERS.name and r.enabled}
+    return [
+        (r, customers[r.account_id])
+        for r in rows
+        if r.enabled
+        and r.backlog
+        and ENTITIES[r.entity].after_customers
+        and r.account_id in customers
+        and customers[r.account_id].backlog
+    ]

@@ -90,3 +90,22 @@ def test_full_resync_of_customers_sends_every_profile_as_new(make_account, run_s
     summary = run_sync("acct-1", "customers")
     assert summary.objects_sent == 5
     assert emulator.profile("acct-1", "c3").attributes == {"email": "c3@example.com"}
+
+
+def test_status_says_when_events_wait_for_unsent_customer_changes(make_account, add_events, run_sync, db) -> None:
+    from tests.capture_helpers import settle
+
+    make_account("acct-1", customers=2)
+    settle(db, "acct-1")
+    run_sync("acct-1", "customers")  # caught up: the customers consumer records its horizon
+    with db.connection() as conn:
+        conn.execute("UPDATE customers SET first_name = 'Ana' WHERE account_id = 'acct-1' AND id = 'c1'")
+    add_events("acct-1", 3, customer="c1")  # after the customer change: must not overtake it
+    settle(db, "acct-1")
+    assert run_sync("acct-1").rows_read == 0  # held below the customers' horizon
+    out = _cli("status")
+    assert "acct-1/events: waits for the customers sync (1 customer changes unsent" in " ".join(out.split())
+
+    run_sync("acct-1", "customers")
+    assert run_sync("acct-1").objects_sent == 3
+    assert "waits for the customers sync" not in _cli("status")
