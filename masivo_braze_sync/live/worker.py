@@ -228,9 +228,10 @@ class AccountWorker:
         limit = time.monotonic() - self.session.settings.live_idle_close_seconds
         for name in [n for n, t in self.used.items() if t <= limit]:
             self.used.pop(name, None)
-            run = self.runs.pop(name, None)
+            run = self.runs.get(name)
             if run is not None:
-                await self._close(run)  # records its summary
+                await self._close(run)  # records its summary and releases the lock ...
+                self.runs.pop(name, None)  # ... before the run stops showing as open
 
     async def _close(self, run: AccountRun, exc: BaseException | None = None) -> None:
         try:
