@@ -335,13 +335,11 @@ def check_events(db, emulator, account: str) -> None:
 def test_both_holds_the_revenue_invariant_over_random_histories(make_account, run_sync, emulator, db):
     from tests.capture_helpers import settle
     from tests.pipeline.test_purchases_invariant import (
-        CUSTOMERS,
         ONE_LINE,
         PATHS,
-        STAMP,
         check,
-        crash_between_send_and_commit,
         orders,
+        play,
         rounds,
     )
 
@@ -363,47 +361,10 @@ def test_both_holds_the_revenue_invariant_over_random_histories(make_account, ru
     )
     def history(orders: list[dict], rounds: list[tuple]) -> None:
         account = make_account(f"both-{next(accounts)}", orders_as="both")
-        with db.connection() as conn:
-            for c in CUSTOMERS:
-                conn.execute("INSERT INTO customers (account_id, id) VALUES (%s, %s)", (account, c))
-            for n, o in enumerate(orders):
-                conn.execute(
-                    "INSERT INTO orders (account_id, id, customer_id, status, currency) "
-                    "VALUES (%s, %s, %s, 'PENDING', %s)",
-                    (account, f"o{n}", o["customer"], o["currency"]),
-                )
-                for line_no, (quantity, price) in enumerate(o["lines"], start=1):
-                    conn.execute(
-                        "INSERT INTO order_items (account_id, order_id, line_no, sku, name, quantity, unit_price) "
-                        "VALUES (%s, %s, %s, %s, 'Product', %s, %s)",
-                        (account, f"o{n}", line_no, f"SKU-{line_no}", quantity, price),
-                    )
-        position = [0] * len(orders)
-        for edits, advances, action in [*rounds, ([], [], "sync")]:
-            with db.connection() as conn:
-                for i, quantity in edits:
-                    if i < len(orders) and position[i] == 0:
-                        conn.execute(
-                            "UPDATE order_items SET quantity = %s WHERE account_id = %s AND order_id = %s",
-                            (quantity, account, f"o{i}"),
-                        )
-                for i in advances:
-                    if i < len(orders) and position[i] < len(orders[i]["path"]):
-                        status = orders[i]["path"][position[i]]
-                        position[i] += 1
-                        conn.execute(
-                            f"UPDATE orders SET status = %s, {STAMP[status]} = now(), updated_at = now() "
-                            "WHERE account_id = %s AND id = %s",
-                            (status, account, f"o{i}"),
-                        )
-            if action != "none":
-                settle(db, account)
-            if action == "sync":
-                assert run_sync(account, "purchases").possibly_duplicated == 0
-            elif action == "crash":
-                crash_between_send_and_commit(db, account)
+        play(db, run_sync, account, orders, rounds)
         check(db, emulator, account)  # the purchases: Braze revenue = Masivo fulfilled revenue, at most once
         check_events(db, emulator, account)
+        settle(db, account)
         assert run_sync(account, "purchases").objects_sent == 0
 
     history()

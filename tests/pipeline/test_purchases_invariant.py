@@ -101,6 +101,49 @@ def check(db: Database, emulator, account: str) -> None:
     assert got == expected
 
 
+def play(db, run_sync, account: str, orders: list[dict], rounds: list[tuple]) -> None:
+    """Seed `orders` for a fresh `account` and play `rounds` (edits, advances, then a sync, a crash
+    between send and commit, or nothing), ending with a sync."""
+    with db.connection() as conn:
+        for c in CUSTOMERS:
+            conn.execute("INSERT INTO customers (account_id, id) VALUES (%s, %s)", (account, c))
+        for n, o in enumerate(orders):
+            conn.execute(
+                "INSERT INTO orders (account_id, id, customer_id, status, currency) VALUES (%s, %s, %s, 'PENDING', %s)",
+                (account, f"o{n}", o["customer"], o["currency"]),
+            )
+            for line_no, (quantity, price) in enumerate(o["lines"], start=1):
+                conn.execute(
+                    "INSERT INTO order_items (account_id, order_id, line_no, sku, name, quantity, unit_price) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (account, f"o{n}", line_no, f"SKU-{line_no}", "Product", quantity, price),
+                )
+    position = [0] * len(orders)
+    for edits, advances, action in [*rounds, ([], [], "sync")]:
+        with db.connection() as conn:
+            for i, quantity in edits:
+                if i < len(orders) and position[i] == 0:  # lines change freely before fulfilment
+                    conn.execute(
+                        "UPDATE order_items SET quantity = %s WHERE account_id = %s AND order_id = %s AND line_no = 1",
+                        (quantity, account, f"o{i}"),
+                    )
+            for i in advances:
+                if i < len(orders) and position[i] < len(orders[i]["path"]):
+                    status = orders[i]["path"][position[i]]
+                    position[i] += 1
+                    conn.execute(
+                        f"UPDATE orders SET status = %s, {STAMP[status]} = now(), updated_at = now() "
+                        "WHERE account_id = %s AND id = %s",
+                        (status, account, f"o{i}"),
+                    )
+        if action != "none":
+            settle(db, account)
+        if action == "sync":
+            assert run_sync(account, "purchases").possibly_duplicated == 0
+        elif action == "crash":
+            crash_between_send_and_commit(db, account)
+
+
 def test_braze_revenue_equals_masivo_fulfilled_revenue_over_random_histories(make_account, run_sync, emulator, db):
     accounts = itertools.count(1)
 
@@ -123,46 +166,7 @@ def test_braze_revenue_equals_masivo_fulfilled_revenue_over_random_histories(mak
     )
     def history(orders: list[dict], rounds: list[tuple]) -> None:
         account = make_account(f"inv-{next(accounts)}")  # a fresh account (and workspace) per example
-        with db.connection() as conn:
-            for c in CUSTOMERS:
-                conn.execute("INSERT INTO customers (account_id, id) VALUES (%s, %s)", (account, c))
-            for n, o in enumerate(orders):
-                conn.execute(
-                    "INSERT INTO orders (account_id, id, customer_id, status, currency) "
-                    "VALUES (%s, %s, %s, 'PENDING', %s)",
-                    (account, f"o{n}", o["customer"], o["currency"]),
-                )
-                for line_no, (quantity, price) in enumerate(o["lines"], start=1):
-                    conn.execute(
-                        "INSERT INTO order_items (account_id, order_id, line_no, sku, name, quantity, unit_price) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        (account, f"o{n}", line_no, f"SKU-{line_no}", "Product", quantity, price),
-                    )
-        position = [0] * len(orders)
-        for edits, advances, action in [*rounds, ([], [], "sync")]:
-            with db.connection() as conn:
-                for i, quantity in edits:
-                    if i < len(orders) and position[i] == 0:  # lines change freely before fulfilment
-                        conn.execute(
-                            "UPDATE order_items SET quantity = %s "
-                            "WHERE account_id = %s AND order_id = %s AND line_no = 1",
-                            (quantity, account, f"o{i}"),
-                        )
-                for i in advances:
-                    if i < len(orders) and position[i] < len(orders[i]["path"]):
-                        status = orders[i]["path"][position[i]]
-                        position[i] += 1
-                        conn.execute(
-                            f"UPDATE orders SET status = %s, {STAMP[status]} = now(), updated_at = now() "
-                            "WHERE account_id = %s AND id = %s",
-                            (status, account, f"o{i}"),
-                        )
-            if action == "sync":
-                settle(db, account)
-                assert run_sync(account, "purchases").possibly_duplicated == 0
-            elif action == "crash":
-                settle(db, account)
-                crash_between_send_and_commit(db, account)
+        play(db, run_sync, account, orders, rounds)
         check(db, emulator, account)
         settle(db, account)
         assert run_sync(account, "purchases").objects_sent == 0  # and nothing is left to send
