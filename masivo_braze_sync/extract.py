@@ -94,10 +94,11 @@ def _read(conn: adbc.Connection, query: str, parameters: tuple) -> pl.DataFrame:
 
 
 def read_range(url: str, query: str, *, account_id: str, log_range: LogRange) -> pl.DataFrame:
-    """Read an entity query over `(after, upto]`: parameters $1 account, $2/$3 after, $4/$5 upto."""
+    """Read an entity query over `(after, upto]`: parameters $1 account, $2/$3 after, $4/$5 upto,
+    $6/$7 the range's slice (count, index)."""
     r = log_range
     return read_frame(
         url,
         query,
-        (account_id, str(r.after.txid), r.after.log_id, str(r.upto.txid), r.upto.log_id),
+        (account_id, str(r.after.txid), r.after.log_id, str(r.upto.txid), r.upto.log_id, r.slice.count, r.slice.index),
     )

@@ -14,7 +14,7 @@ import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.braze.limits import BRAZE
-from masivo_braze_sync.capture import LogRange
+from masivo_braze_sync.capture import LogRange, slice_sql
 from masivo_braze_sync.extract import read_range
 
 #: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON).
@@ -25,9 +25,11 @@ OBJECT_SCHEMA = {"key": pl.String, "array": pl.String, "body": pl.Binary}
 REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
 
 #: the change-log rows of one account in a log range, in the parameters `read_range` binds:
-#: $1 account, $2/$3 after (txid, id), $4/$5 upto (an `EXTRACT_SQL` adds `entity = ...`)
+#: $1 account, $2/$3 after (txid, id), $4/$5 upto, $6/$7 the range's slice (count, index: a
+#: partition's share of the log, docs/change-capture.md#partitions); an `EXTRACT_SQL` adds `entity = ...`
 IN_LOG_RANGE = (
     "account_id = $1 AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)"
+    f" AND {slice_sql('bucket', '$6', '$7')}"
 )
 #: the state of the customer joined as `c` (`missing`, `deleted` or `active`): objects for a
 #: deleted customer would re-create its profile in Braze, so every entity skips them
