@@ -145,6 +145,7 @@ taken AS (
       AND {slice_sql("bucket", "%(slice_count)s", "%(slice_index)s")}
       AND (txid, id) > (%(txid)s::text::xid8, %(log_id)s)
       AND txid < (SELECT horizon FROM upto)
+      AND (%(cap_txid)s::text IS NULL OR (txid, id) <= (%(cap_txid)s::text::xid8, %(cap_id)s::bigint))
     ORDER BY txid, id
     LIMIT %(limit)s
 )
@@ -164,13 +165,16 @@ def read_next(
     limit: int,
     bound_by: Bound | None = None,
     part: Slice = WHOLE,
+    cap: Position | None = None,
 ) -> Read:
     """The next at most `limit` committed changes after `after`, with the horizon the read used.
 
     `bound_by` names another consumer of the account whose delivered changes the read must not
     overtake: the read stays below the horizon that consumer has caught up to (the current horizon
     when it has nothing readable left; docs/live.md#profile-before-event). The snapshot, the bound
-    and the rows come from one statement, so they agree. `part` is the consumer's slice of the log.
+    and the rows come from one statement, so they agree. `part` is the consumer's slice of the log;
+    `cap`, when given, the last position the read may reach (a read that stopped there has not
+    necessarily caught up to the horizon: it counts as full).
     """
     parts = bound_by.parts if bound_by else ()
     count, txid, log_id, horizon = conn.execute(
@@ -186,10 +190,12 @@ def read_next(
             "bound_parts": [s.count for _, s in parts],
             "bound_entities": list(bound_by.entities) if bound_by else [],
             **part.params(),
+            "cap_txid": None if cap is None else str(cap.txid),
+            "cap_id": None if cap is None else cap.log_id,
         },
     ).fetchone()
     rng = LogRange(after, Position(int(txid), int(log_id)), int(count), part) if count else None
-    return Read(range=rng, horizon=int(horizon), full=count >= limit)
+    return Read(range=rng, horizon=int(horizon), full=count >= limit or cap is not None)
 
 
 def next_range(

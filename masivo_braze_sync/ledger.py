@@ -86,6 +86,7 @@ class Ledger:
         tracks_catch_up: bool = False,
         part: Slice = WHOLE,
         sender: str | None = None,
+        cap: Position | None = None,
     ) -> None:
         self.db = db
         self.consumer = consumer
@@ -94,6 +95,8 @@ class Ledger:
         self.part = part
         #: the name requests and rejected rows are recorded under (the entity's)
         self.sender = sender or consumer
+        #: the last position batches may reach (a partition change's barrier), None: no limit
+        self.cap = cap
         #: another consumer whose caught-up horizon this one never reads past (docs/live.md#profile-before-event)
         self.bound_by = bound_by
         #: whether to record the horizon this consumer has caught up to (others are bound by it)
@@ -122,10 +125,11 @@ class Ledger:
                 limit=batch_rows,
                 bound_by=self.bound_by,
                 part=self.part,
+                cap=self.cap,
             )
             rng = read.range
             if rng is None:
-                if self.tracks_catch_up:  # nothing below the horizon: caught up to it right now
+                if self.tracks_catch_up and self.cap is None:  # nothing below the horizon: caught up to it
                     record_caught_up(conn, consumer=self.consumer, account_id=self.account_id, horizon=read.horizon)
                 return None
             batch_id = conn.execute(

@@ -104,6 +104,16 @@ class PartitionsBusy(SyncError):
     """The partition count cannot change now (a run holds a partition, or changes wait); try again later."""
 
 
+class PartitionsLag(PartitionsBusy):
+    """Some partitions have changes to send up to `start`, the furthest cursor among them: each must
+    send them (and only them: `AccountRun(upto=start)`) before the count can change."""
+
+    def __init__(self, message: str, start: Position, lagging: list[Partition]) -> None:
+        super().__init__(message)
+        self.start = start
+        self.lagging = lagging
+
+
 @dataclass(frozen=True)
 class Change:
     """What `change_count` did: the old and new counts and where the new partitions start."""
@@ -156,17 +166,16 @@ def _at_barrier(
     if count(conn, entity, account_id) != old[0].count:
         raise PartitionsBusy(f"account {account_id}: the partitions of {entity} changed meanwhile; run it again")
     consumers = [p.consumer for p in old]
-    open_batches = conn.execute(
-        "SELECT consumer FROM braze_sync.batches WHERE account_id = %s AND consumer = ANY(%s) AND status = 'open'",
-        (account_id, consumers),
-    ).fetchall()
-    if open_batches:
-        raise PartitionsBusy(
-            f"account {account_id}: {open_batches[0][0]} has an interrupted batch; "
-            f"run `masivo-braze sync {entity} --account {account_id}` first"
-        )
+    interrupted = {
+        consumer
+        for (consumer,) in conn.execute(
+            "SELECT consumer FROM braze_sync.batches WHERE account_id = %s AND consumer = ANY(%s) AND status = 'open'",
+            (account_id, consumers),
+        ).fetchall()
+    }
     cursors = {p: read_cursor(conn, consumer=p.consumer, account_id=account_id) for p in old}
     start = max(cursors.values())
+    lagging: dict[Partition, str] = {p: "an interrupted batch" for p in old if p.consumer in interrupted}
     for part, cursor in cursors.items():
         # rows at or before `start` all belong to transactions that had ended when `start` was
         # read as a cursor (it is below the horizon of that read): none can still appear
@@ -188,11 +197,11 @@ def _at_barrier(
                 **part.slice.params(),
             },
         ).fetchone()
-        if waiting:
-            raise PartitionsBusy(
-                f"account {account_id}: {part.consumer} has {waiting} change(s) to send before the others' position; "
-                f"run `masivo-braze sync {entity} --account {account_id}` first"
-            )
+        if waiting and part not in lagging:
+            lagging[part] = f"{waiting} change(s) to send before the others' position"
+    if lagging:
+        part, why = next(iter(lagging.items()))
+        raise PartitionsLag(f"account {account_id}: {part.consumer} has {why}", start, list(lagging))
     horizons = [
         row[0]
         for row in conn.execute(

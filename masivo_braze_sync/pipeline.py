@@ -26,7 +26,16 @@ from masivo_braze_sync import partitions, progress
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.capture import LogRange, SwitchedOff, backlog, prune, read_cursor, skip_switched_off, try_lock
+from masivo_braze_sync.capture import (
+    LogRange,
+    Position,
+    SwitchedOff,
+    backlog,
+    prune,
+    read_cursor,
+    skip_switched_off,
+    try_lock,
+)
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
 from masivo_braze_sync.entities import CUSTOMERS, ledger_bounds
@@ -110,6 +119,7 @@ class AccountRun:
         stage_runner: StageRunner | None = None,
         source: BatchSource | None = None,
         partition: int | None = None,
+        upto: Position | None = None,
     ) -> None:
         self.db = db
         self.entity = entity
@@ -137,6 +147,8 @@ class AccountRun:
         self.partition_index = partition
         #: the partition this run syncs (docs/change-capture.md#partitions)
         self.partition = Partition(entity.name)
+        #: the last log position this run may reach (a partition change's barrier); None: no limit
+        self.upto = upto
         self.ledger = self._ledger(self.partition, None)
         self.summary = AccountSummary(account.account_id, entity.name)
         self.client = None
@@ -222,6 +234,7 @@ class AccountRun:
             self.account.account_id,
             part=part.slice,
             sender=self.entity.name,
+            cap=self.upto,
             **ledger_bounds(self.entity, self.account, customers),
         )
 

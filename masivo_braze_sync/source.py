@@ -87,4 +87,5 @@ class ChangeLog:
             limit=run.settings.batch_rows,
             bound_by=run.ledger.bound_by,
             part=run.ledger.part,
+            cap=run.ledger.cap,
         ).range
