@@ -145,6 +145,8 @@ def change_count(db: Database, entity: str, captured: tuple[str, ...], account_i
     try:
         with db.connection() as conn:
             old = partitions_of(conn, entity, account_id)
+        if old[0].count == new:  # nothing to change: no barrier needed
+            return Change(entity, account_id, new, new, Position.start())
         for part in old:
             if not try_lock(lock_conn, part.consumer, account_id):
                 raise PartitionsBusy(
@@ -210,30 +212,25 @@ def _at_barrier(
         ).fetchall()
     ]
     caught_up = min(int(h) for h in horizons) if len(horizons) == len(old) else None
-    if new != old[0].count:
-        fresh = all_of(entity, new)
-        names = [p.consumer for p in fresh]
-        # a name used before (this count was set once already) must not keep a stale horizon
+    fresh = all_of(entity, new)
+    names = [p.consumer for p in fresh]
+    # a name used before (this count was set once already) must not keep a stale horizon
+    conn.execute("DELETE FROM braze_sync.caught_up WHERE account_id = %s AND consumer = ANY(%s)", (account_id, names))
+    for part in fresh:
+        write_cursor(conn, consumer=part.consumer, account_id=account_id, position=start)
+        if caught_up is not None:
+            conn.execute(
+                "INSERT INTO braze_sync.caught_up (consumer, account_id, horizon) VALUES (%s, %s, %s::text::xid8)",
+                (part.consumer, account_id, str(caught_up)),
+            )
+    if new == 1:  # no row: one partition, exactly as before partitions existed
+        conn.execute("DELETE FROM braze_sync.partitions WHERE entity = %s AND account_id = %s", (entity, account_id))
+    else:
         conn.execute(
-            "DELETE FROM braze_sync.caught_up WHERE account_id = %s AND consumer = ANY(%s)", (account_id, names)
+            """
+            INSERT INTO braze_sync.partitions (entity, account_id, count) VALUES (%s, %s, %s)
+            ON CONFLICT (entity, account_id) DO UPDATE SET count = EXCLUDED.count, updated_at = now()
+            """,
+            (entity, account_id, new),
         )
-        for part in fresh:
-            write_cursor(conn, consumer=part.consumer, account_id=account_id, position=start)
-            if caught_up is not None:
-                conn.execute(
-                    "INSERT INTO braze_sync.caught_up (consumer, account_id, horizon) VALUES (%s, %s, %s::text::xid8)",
-                    (part.consumer, account_id, str(caught_up)),
-                )
-        if new == 1:  # no row: one partition, exactly as before partitions existed
-            conn.execute(
-                "DELETE FROM braze_sync.partitions WHERE entity = %s AND account_id = %s", (entity, account_id)
-            )
-        else:
-            conn.execute(
-                """
-                INSERT INTO braze_sync.partitions (entity, account_id, count) VALUES (%s, %s, %s)
-                ON CONFLICT (entity, account_id) DO UPDATE SET count = EXCLUDED.count, updated_at = now()
-                """,
-                (entity, account_id, new),
-            )
     return Change(entity, account_id, old[0].count, new, start)
