@@ -107,11 +107,6 @@ class Bound:
     #: the change-log entities those consumers read
     entities: tuple[str, ...]
 
-    @classmethod
-    def of(cls, consumer: str, entities: tuple[str, ...]) -> Bound:
-        """A bound by one consumer that reads the whole log of `entities`."""
-        return cls(((consumer, WHOLE),), entities)
-
 
 # The bound is where the bound consumers stand *now*: one that has nothing readable left (no open
 # batch, no change of its slice after its cursor below the horizon) has delivered everything below
