@@ -301,19 +301,37 @@ class Backlog:
 #: a consumer of one account: (account id, consumer name, its slice)
 Reader = tuple[str, str, Slice]
 
+# One statement, two parts. Readers of the whole log that share one consumer name (every account
+# with one partition: the usual case) are counted as before partitions existed: one grouped scan
+# joined to their cursors. Partition readers are counted each from its cursor on the index
+# (entity, account_id, txid, id), keeping the rows of its slice; a part with no readers reads nothing.
 BACKLOGS_SQL = f"""
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
        coalesce((
            SELECT json_agg(json_build_array(account_id, n, age)) FROM (
-               SELECT l.account_id, count(*) AS n, extract(epoch FROM now() - min(l.created_at)) AS age
-               FROM braze_sync.change_log l
-               JOIN unnest(%(accounts)s::text[], %(consumers)s::text[], %(part)s::int[], %(parts)s::int[])
-                    AS p(account_id, consumer, part, parts)
-                 ON p.account_id = l.account_id AND {slice_sql("l.bucket", "p.parts", "p.part")}
-               LEFT JOIN braze_sync.cursors c ON c.consumer = p.consumer AND c.account_id = l.account_id
-               WHERE l.entity = ANY(%(entities)s) AND l.account_id = ANY(%(accounts)s)
-                 AND (c.account_id IS NULL OR (l.txid, l.id) > (c.txid, c.log_id))
-               GROUP BY l.account_id
+               SELECT account_id, sum(n) AS n, max(age) AS age FROM (
+                   SELECT l.account_id, count(*) AS n, extract(epoch FROM now() - min(l.created_at)) AS age
+                   FROM braze_sync.change_log l
+                   LEFT JOIN braze_sync.cursors c ON c.consumer = %(consumer)s AND c.account_id = l.account_id
+                   WHERE cardinality(%(accounts)s::text[]) > 0
+                     AND l.entity = ANY(%(entities)s) AND l.account_id = ANY(%(accounts)s)
+                     AND (c.account_id IS NULL OR (l.txid, l.id) > (c.txid, c.log_id))
+                   GROUP BY l.account_id
+                   UNION ALL
+                   SELECT p.account_id, w.n, extract(epoch FROM now() - w.oldest)
+                   FROM unnest(%(p_accounts)s::text[], %(p_consumers)s::text[], %(p_part)s::int[], %(p_parts)s::int[])
+                        AS p(account_id, consumer, part, parts)
+                   LEFT JOIN braze_sync.cursors c ON c.consumer = p.consumer AND c.account_id = p.account_id
+                   CROSS JOIN LATERAL (
+                       SELECT count(*) AS n, min(l.created_at) AS oldest
+                       FROM braze_sync.change_log l
+                       WHERE l.entity = ANY(%(entities)s) AND l.account_id = p.account_id
+                         AND (l.txid, l.id) > (coalesce(c.txid, '0'::xid8), coalesce(c.log_id, 0))
+                         AND {slice_sql("l.bucket", "p.parts", "p.part")}
+                   ) w
+                   WHERE w.n > 0
+               ) u
+               GROUP BY account_id
            ) g
        ), '[]')
 """
@@ -331,14 +349,20 @@ def scan_backlogs(
     with an open batch has a backlog. An account left out had nothing below the horizon (every
     transaction below it had ended when the statement counted): what a read finding nothing shows.
     """
+    whole_names = {c for _, c, s in readers if s == WHOLE}
+    consumer = next(iter(whole_names)) if len(whole_names) == 1 else None
+    whole = [a for a, c, s in readers if s == WHOLE and c == consumer]
+    parts = [(a, c, s) for a, c, s in readers if not (s == WHOLE and c == consumer)]
     horizon, found = conn.execute(
         BACKLOGS_SQL,
         {
             "entities": list(entities),
-            "accounts": [a for a, _, _ in readers],
-            "consumers": [c for _, c, _ in readers],
-            "part": [s.index for _, _, s in readers],
-            "parts": [s.count for _, _, s in readers],
+            "consumer": consumer,
+            "accounts": whole,
+            "p_accounts": [a for a, _, _ in parts],
+            "p_consumers": [c for _, c, _ in parts],
+            "p_part": [s.index for _, _, s in parts],
+            "p_parts": [s.count for _, _, s in parts],
         },
     ).fetchone()
     return {account: Backlog(int(n), float(age or 0)) for account, n, age in found}, int(horizon)
