@@ -178,8 +178,10 @@ class AccountRun:
         else:
             try:
                 await asyncio.to_thread(self._resolve_partition)
-            except ConfigurationError as exc:
+            except ConfigurationError as exc:  # no such partition: recorded, so `status` shows why
                 self.summary.status, self.summary.error = "failed", str(exc)
+                self.summary.seconds = round(time.perf_counter() - self._started, 3)
+                await asyncio.to_thread(self.record_summary)
                 raise
             consumer = self.partition.consumer
             # database calls go to a worker thread: the event loop is shared with other accounts
