@@ -9,13 +9,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from masivo_braze_sync import partitions
 from masivo_braze_sync.entities import EVENTS
 from tests.capture_helpers import settle
-
-pytestmark = pytest.mark.prefect
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT, WINDOW = 30, 3.0  # requests per window: two processes pacing alone would send twice this

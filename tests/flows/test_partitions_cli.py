@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
 from tests.capture_helpers import settle
-
-pytestmark = pytest.mark.prefect
 
 
 def _cli(*args: str, code: int = 0) -> str:
