@@ -15,7 +15,7 @@ import psycopg
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.capture import LogRange
-from masivo_braze_sync.extract import read_range
+from masivo_braze_sync.extract import first_per_key, read_range
 
 #: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON).
 #: `array` is a /users/track array (attributes, events, purchases) or "delete" (/users/delete; the
@@ -29,6 +29,10 @@ REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
 IN_LOG_RANGE = (
     "account_id = $1 AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)"
 )
+#: the first columns of an `extract_sql` that returns one row per change-log row (`Entity.log_rows`),
+#: from the log's rows in the range selected as `l` (`entity_key`, `txid`, `id`): the key and the
+#: row's place in change order, which `Entity.extract` turns into `log_ord`
+LOG_ROW_SQL = "l.entity_key AS key, l.txid::text::bigint AS log_txid, l.id AS log_id"
 #: the state of the customer joined as `c` (`missing`, `deleted` or `active`): objects for a
 #: deleted customer would re-create its profile in Braze, so every entity skips them
 CUSTOMER_STATE_SQL = """CASE WHEN c.id IS NULL THEN 'missing'
@@ -145,6 +149,9 @@ class Entity:
     extract_sql: str
     #: the column to sort extracted rows by, when `extract_sql` leaves the order to the client
     extract_order: str | None = None
+    #: whether `extract_sql` returns one row per change-log row (`LOG_ROW_SQL` first, a key may
+    #: repeat, any order): `extract` then keeps each key's first row, with `log_ord`, in change order
+    log_rows: bool = False
     #: whether re-sending an object is harmless: a resumed batch then re-sends all of it
     idempotent: bool = False
     #: whether a full batch may end at the last whole request (`AccountRun.fit`)
@@ -164,6 +171,8 @@ class Entity:
     def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
         """The changed rows behind `log_range`, in change order."""
         frame = read_range(url, self.extract_sql, account_id=account_id, log_range=log_range)
+        if self.log_rows:
+            return first_per_key(frame)
         return frame.sort(self.extract_order) if self.extract_order else frame
 
     def read_order(self, frame: pl.DataFrame) -> pl.DataFrame | None:
