@@ -26,6 +26,7 @@ from masivo_braze_sync.entities.base import (
     CUSTOMER_DELETED,
     CUSTOMER_STATE_SQL,
     IN_LOG_RANGE,
+    IN_READ_PART,
     LOG_ROW_SQL,
     OBJECT_SCHEMA,
     REJECT_SCHEMA,
@@ -49,7 +50,8 @@ UNREADABLE_PROPERTIES = "properties hold a number out of range or nest over 1,00
 
 EXTRACT_SQL = f"""
 WITH l AS (
-    SELECT entity_key, txid, id FROM braze_sync.change_log WHERE entity = 'events' AND {IN_LOG_RANGE}
+    SELECT entity_key, txid, id FROM braze_sync.change_log
+    WHERE entity = 'events' AND {IN_LOG_RANGE} AND {IN_READ_PART}
 )
 -- one row per log row, unordered: `Entity.extract` numbers them and keeps each key's first
 SELECT {LOG_ROW_SQL},

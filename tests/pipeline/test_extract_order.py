@@ -12,7 +12,7 @@ import psycopg
 
 from masivo_braze_sync.capture import LogRange, Position, next_range
 from masivo_braze_sync.entities import ENTITIES
-from masivo_braze_sync.extract import first_per_key
+from masivo_braze_sync.extract import first_per_key, read_parts
 from tests.capture_helpers import settle
 
 EVENTS = ENTITIES["events"]
@@ -101,6 +101,50 @@ def test_each_key_once_at_its_first_log_row_in_change_order(make_account, add_ev
     assert {state[k] for k in made["gone_customer"]} == {(True, "deleted")}
     assert {state[k] for k in made["missing"]} == {(True, "missing")}
     assert frame.filter(pl.col("key") == "acct-1-early1")["properties"].item() == '{"k": 1}'
+
+
+def test_a_read_in_two_halves_returns_exactly_what_one_read_returns(make_account, add_events, db) -> None:
+    make_account("acct-1", customers=3)
+    made = _backlog(db, add_events)
+    more = add_events("acct-1", 60, customer="c1")
+    with db.connection() as conn:
+        # queued again in a later transaction, after other keys of both halves
+        conn.execute(
+            "INSERT INTO braze_sync.change_log (account_id, entity, entity_key, op) "
+            "SELECT 'acct-1', 'events', k, 'F' FROM unnest(%s::text[]) k",
+            ([more[5], made["before"][2], more[5], made["missing"][0]],),
+        )
+        halves = dict(
+            conn.execute(
+                "SELECT hashtext(entity_key) & 1, count(DISTINCT entity_key) FROM braze_sync.change_log "
+                "WHERE account_id = 'acct-1' GROUP BY 1"
+            ).fetchall()
+        )
+    assert set(halves) == {0, 1}  # keys on both sides of the split
+    settle(db, "acct-1")
+
+    ranges, after = [], Position.start()
+    with db.connection() as conn:
+        whole = next_range(conn, entities=EVENTS.captured, account_id="acct-1", after=after, limit=1000)
+        while rng := next_range(conn, entities=EVENTS.captured, account_id="acct-1", after=after, limit=13):
+            ranges.append(rng)
+            after = rng.upto
+    assert whole.rows == 84
+
+    for rng in [whole, *ranges]:
+        one = EVENTS.extract(db.url, "acct-1", rng, readers=1)
+        two = EVENTS.extract(db.url, "acct-1", rng, readers=2)
+        assert two.schema == one.schema == pl.Schema(COLUMNS)
+        assert two.equals(one)  # same rows, same order, same values
+        assert one["key"].to_list() == [k for k, _ in _first_ranks(_log(db, "acct-1", rng))]
+
+    # each key's log rows are all read by one of the two readers
+    parts = read_parts(db.url, EVENTS.extract_sql, account_id="acct-1", log_range=whole, parts=[1, 0])
+    assert all(p.height for p in parts)
+    keys = [set(p["key"]) for p in parts]
+    assert not keys[0] & keys[1]
+    assert sum(p.height for p in parts) == whole.rows
+    assert sum(p["key"].is_in([more[5]]).sum() for p in parts) == 3
 
 
 def test_first_per_key_keeps_the_first_row_of_each_key_in_change_order() -> None:
