@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
+import pyarrow as pa
 
 from masivo_braze_sync.capture import LogRange
 
@@ -94,7 +95,32 @@ def _read(conn: adbc.Connection, query: str, parameters: tuple) -> pl.DataFrame:
     # first read (~1 s here, with the import lock held: every account's first read waited)
     with contextlib.closing(conn.cursor()) as cur:
         cur.execute(query, parameters)
-        return pl.from_arrow(cur.fetch_arrow_table())
+        return _frame(cur.fetch_arrow_table())
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    """The driver's table as a polars frame, `xid8` columns as UInt64.
+
+    The driver passes a type it does not know, such as `xid8`, as its binary wire value wrapped in
+    an opaque extension type, which polars cannot sort or cast; `xid8`'s is 8 bytes, big-endian
+    (Postgres' `xid8send`). Decoding it here costs ~0.3 ms per 20,000 rows, where casting it on the
+    server (`txid::text::bigint`) cost ~8 ms of the read.
+    """
+    xids = [
+        field.name
+        for field in table.schema
+        if getattr(field.type, "extension_name", None) == "arrow.opaque" and field.type.type_name == "xid8"
+    ]
+    if not xids:
+        return pl.from_arrow(table)
+    decoded = [
+        pl.Series(
+            name, pa.chunked_array([c.storage for c in table.column(name).chunks], type=pa.binary())
+        ).bin.reinterpret(dtype=pl.UInt64, endianness="big")
+        for name in xids
+    ]
+    frame = pl.from_arrow(table.drop_columns(xids)).with_columns(decoded)
+    return frame.select(table.column_names)
 
 
 def first_per_key(frame: pl.DataFrame) -> pl.DataFrame:

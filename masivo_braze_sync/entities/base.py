@@ -33,7 +33,7 @@ IN_LOG_RANGE = (
 #: the first columns of an `extract_sql` that returns one row per change-log row (`Entity.log_rows`),
 #: from the log's rows in the range selected as `l` (`entity_key`, `txid`, `id`): the key and the
 #: row's place in change order, which `Entity.extract` turns into `log_ord`
-LOG_ROW_SQL = "l.entity_key AS key, l.txid::text::bigint AS log_txid, l.id AS log_id"
+LOG_ROW_SQL = "l.entity_key AS key, l.txid AS log_txid, l.id AS log_id"
 #: the half of a range's keys one reader takes when a read is split (`Entity.extract`): $6 is the
 #: half left out (0 or 1), -1 for the whole range. A key is always in one half, so each key's rows
 #: stay together. `<>`, not `=`: the planner assumes an `=` on an expression keeps 0.5% of the rows,
