@@ -35,10 +35,11 @@ IN_LOG_RANGE = (
 #: row's place in change order, which `Entity.extract` turns into `log_ord`
 LOG_ROW_SQL = "l.entity_key AS key, l.txid AS log_txid, l.id AS log_id"
 #: the half of a range's keys one reader takes when a read is split (`Entity.extract`): $6 is the
-#: half left out (0 or 1), -1 for the whole range. A key is always in one half, so each key's rows
+#: half left out (0 or 1), -1 for the whole range (the planner then drops the test: the parameter's
+#: value is known when the statement is planned). A key is always in one half, so each key's rows
 #: stay together. `<>`, not `=`: the planner assumes an `=` on an expression keeps 0.5% of the rows,
 #: and for so few it joins row by row through the indexes, twice as slow as the hash joins here
-IN_READ_PART = "hashtext(entity_key) & 1 <> $6"
+IN_READ_PART = "($6 = -1 OR hashtext(entity_key) & 1 <> $6)"
 #: ranges from this many log rows are split when `Settings.extract_readers` is 2: under it, the
 #: second reader's session and thread cost more than they save
 SPLIT_MIN_ROWS = 5_000
