@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 from prefect.client.orchestration import get_client
@@ -46,9 +47,57 @@ IDLE_MARGIN_SECONDS = 2.0
 _PAGE = 200
 
 
+#: how long a Secret block's workspace (endpoint and key digest) is reused when looking for the
+#: accounts sharing a workspace: loading a block is a Prefect API call (~0.1 s), and every run of
+#: a parent would otherwise load every other account's block again
+SECRET_WORKSPACE_SECONDS = 300.0
+
+#: Secret blocks loaded at once
+_LOADS = 8
+
+#: (block, endpoint) -> (monotonic time loaded, workspace key or None when it cannot be loaded);
+#: digests only, never a key
+_block_workspaces: dict[tuple[str, str], tuple[float, str | None]] = {}
+#: the loads under way, by event loop, block and endpoint
+_loading: dict[tuple[int, str, str], asyncio.Task] = {}
+
+
+def _endpoint_part(rest_endpoint: str | None) -> str:
+    """The endpoint half of a workspace key (as `workspace_key` normalises it)."""
+    return workspace_key(rest_endpoint or "", "").rpartition("#")[0]
+
+
+async def _block_workspace(account: AccountConfig, block: str, fresh: bool) -> str | None:
+    key = (block, _endpoint_part(account.rest_endpoint))
+    cached = _block_workspaces.get(key)
+    if cached is not None and not fresh and time.monotonic() - cached[0] < SECRET_WORKSPACE_SECONDS:
+        return cached[1]
+    # one load per block at a time: the runs of a parent start together and would each load
+    # every block (tasks are per event loop: the CLI runs each entity in its own loop)
+    flight = (id(asyncio.get_running_loop()), *key)
+    task = _loading.get(flight)
+    if task is None:
+        task = _loading[flight] = asyncio.create_task(_load_block_workspace(account, key))
+        task.add_done_callback(lambda _: _loading.pop(flight, None))
+    return await asyncio.shield(task)
+
+
+async def _load_block_workspace(account: AccountConfig, key: tuple[str, str]) -> str | None:
+    try:
+        found: str | None = (await resolve_api_key(account)).workspace
+    except ConfigurationError:
+        found = None  # a missing or empty block: nobody sends with it
+    _block_workspaces[key] = (time.monotonic(), found)
+    return found
+
+
 async def workspace_accounts(workspace: str) -> list[AccountConfig]:
-    """The configured accounts whose endpoint and key are `workspace` (keys in Secret blocks are
-    loaded, each block once; a block that cannot be loaded counts as another workspace)."""
+    """The configured accounts whose endpoint and key are `workspace`.
+
+    Keys in Secret blocks are compared through the block's workspace, loaded at most once per
+    `SECRET_WORKSPACE_SECONDS` (all loaded again when none matches: the run's own block changed).
+    A block that cannot be loaded counts as another workspace.
+    """
     db = Database.from_settings()
 
     def load() -> list[AccountConfig]:
@@ -56,24 +105,29 @@ async def workspace_accounts(workspace: str) -> list[AccountConfig]:
             return load_accounts(conn)
 
     endpoint = workspace.rpartition("#")[0]
-    found: list[AccountConfig] = []
-    by_block: dict[str, str | None] = {}
-    for account in await asyncio.to_thread(load):
-        if workspace_key(account.rest_endpoint or "", "").rpartition("#")[0] != endpoint:
-            continue  # another endpoint: another workspace, no key to load
-        block = secret_block_name(account.api_key)
-        if block is None:
-            if account.workspace == workspace:
-                found.append(account)
-            continue
-        if block not in by_block:
-            try:
-                by_block[block] = (await resolve_api_key(account)).workspace
-            except ConfigurationError:
-                by_block[block] = None
-        if by_block[block] == workspace:
-            found.append(account)
-    return found
+    # another endpoint is another workspace: no key to compare, no block to load
+    accounts = [a for a in await asyncio.to_thread(load) if _endpoint_part(a.rest_endpoint) == endpoint]
+    found = [a for a in accounts if secret_block_name(a.api_key) is None and a.workspace == workspace]
+    blocks: dict[str, list[AccountConfig]] = {}
+    for a in accounts:
+        if (block := secret_block_name(a.api_key)) is not None:
+            blocks.setdefault(block, []).append(a)
+    if not blocks:
+        return found
+    gate = asyncio.Semaphore(_LOADS)
+
+    async def load_all(fresh: bool) -> list[AccountConfig]:
+        async def one(block: str, users: list[AccountConfig]) -> list[AccountConfig]:
+            async with gate:
+                return users if await _block_workspace(users[0], block, fresh) == workspace else []
+
+        groups = await asyncio.gather(*(one(b, users) for b, users in blocks.items()))
+        return [a for users in groups for a in users]
+
+    shared = await load_all(fresh=False)
+    if not found and not shared:
+        shared = await load_all(fresh=True)
+    return sorted(found + shared, key=lambda a: a.account_id)
 
 
 class PrefectRateBudget:

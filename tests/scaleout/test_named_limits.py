@@ -22,6 +22,9 @@ from tests.scaleout.conftest import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: saves a Prefect Secret block (name, value) on the server of the environment it runs in
+SAVE_SECRET = "import sys; from prefect.blocks.system import Secret; Secret(value=sys.argv[2]).save(sys.argv[1])"
+
 
 def all_limits(env: dict[str, str]) -> dict[str, dict]:
     """The server's global concurrency limits, by name."""
@@ -67,20 +70,25 @@ def test_two_accounts_on_one_workspace_share_one_limit_named_for_the_lower_id_an
     run_env, make_account, emulator
 ) -> None:
     make_account("lim-a", customers=75, track_rate_limit=60, track_rate_window_seconds=3)
-    # the same workspace (endpoint and key)
+    # the same workspace (endpoint and key), the key as it is and in a Prefect Secret block
     make_account("lim-b", customers=75, api_key="lim-a-key", track_rate_limit=30, track_rate_window_seconds=3)
+    make_account("lim-c", customers=75, api_key="prefect-secret:lim-c-key", track_rate_limit=20)
+    saved = subprocess.run(
+        [sys.executable, "-c", SAVE_SECRET, "lim-c-key", "lim-a-key"], env=run_env, capture_output=True, text=True
+    )
+    assert saved.returncode == 0, saved.stderr
 
     sync(run_env)
 
-    named = limits(run_env, "lim-a") | limits(run_env, "lim-b")
+    named = limits(run_env, "lim-a") | limits(run_env, "lim-b") | limits(run_env, "lim-c")
     assert len(named) == 1, sorted(named)
     (name,) = named
-    assert name.startswith("braze-lim-a-track-30-per-3s-"), name
+    assert name.startswith("braze-lim-a-track-20-per-3s-"), name  # lim-c's rate: the strictest
     assert len(name.rsplit("-", 1)[1]) == 8  # a digest of the workspace, never the key
     assert "lim-a-key" not in name
-    slots, decay = budget_shape(30, 3)
+    slots, decay = budget_shape(20, 3)
     assert (named[name]["limit"], named[name]["slot_decay_per_second"]) == (slots, decay)
-    assert emulator.stats("lim-a").requests_by_path["/users/track"] == 2
+    assert emulator.stats("lim-a").requests_by_path["/users/track"] == 3
 
 
 def test_a_new_key_or_rate_leaves_only_the_new_limit(run_env, make_account, emulator, db) -> None:
