@@ -79,7 +79,7 @@ from masivo_braze_sync.entities.base import (
 )
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.iso4217 import is_currency
-from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
+from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_event_properties, flatten_properties
 
 PLUS, MINUS = "+", "-"
 MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (docs/braze.md#purchase-object)
@@ -89,6 +89,7 @@ TERMINAL = ("REVERSED", "CANCELLED")
 DELETED = "ORDER_DELETED"  # status of an order whose row is gone
 LINE_DELETED = "LINE_DELETED"
 LINK_KEYS = ("order_id", "line_no", "product_name", "purchase_id")
+_LINK_KEYS = frozenset(LINK_KEYS)
 UNREADABLE_LINES = "a line's properties hold a number out of range or nest over 1,000 levels: order held"
 
 STATE_SCHEMA = {
@@ -288,53 +289,68 @@ class LineRejected(RecordRejected):
         self.zero_revenue = zero_revenue
 
 
+def _rejected(reason: str, quantity: Any, price: Decimal | None) -> LineRejected:
+    zero = quantity == 0 or (price is not None and price.is_finite() and price == 0)
+    return LineRejected(reason, zero_revenue=zero)
+
+
 def check_line(order_id: str, raw: dict[str, Any]) -> Line:
     """A current line as a `Line`, or LineRejected with the first rule it breaks."""
     line_no = raw["line_no"]
     quantity = raw.get("quantity")
     price = _decimal(raw.get("unit_price"))
-    zero = quantity == 0 or (price is not None and price.is_finite() and price == 0)
-
-    def reject(reason: str) -> LineRejected:
-        return LineRejected(reason, zero_revenue=zero)
-
     if quantity is None:
-        raise reject("quantity is missing")
+        raise _rejected("quantity is missing", quantity, price)
     if quantity < 1:
-        raise reject("quantity is below 1")
+        raise _rejected("quantity is below 1", quantity, price)
     if quantity > MAX_QUANTITY * MAX_PARTS:
-        raise reject(f"quantity is over {MAX_QUANTITY * MAX_PARTS} (more than {MAX_PARTS} purchases)")
+        raise _rejected(
+            f"quantity is over {MAX_QUANTITY * MAX_PARTS} (more than {MAX_PARTS} purchases)", quantity, price
+        )
     if price is None:
-        raise reject("unit price is missing")
+        raise _rejected("unit price is missing", quantity, price)
     if not price.is_finite():
-        raise reject("unit price is not a finite number")
+        raise _rejected("unit price is not a finite number", quantity, price)
     sku = raw.get("sku")
     if not isinstance(sku, str) or not sku:
-        raise reject("sku is empty")
+        raise _rejected("sku is empty", quantity, price)
     if len(sku) > MAX_STRING:
-        raise reject(f"sku is longer than {MAX_STRING} characters")
+        raise _rejected(f"sku is longer than {MAX_STRING} characters", quantity, price)
     name = raw.get("name")
     if name is not None and len(name) > MAX_STRING:
-        raise reject(f"product name is longer than {MAX_STRING} characters")
+        raise _rejected(f"product name is longer than {MAX_STRING} characters", quantity, price)
     props: dict[str, Any] = {"order_id": order_id, "line_no": line_no}
     if name:
         props["product_name"] = name
     own = raw.get("properties")
     if own is not None and not isinstance(own, dict):
-        raise reject("properties are not a JSON object")
+        raise _rejected("properties are not a JSON object", quantity, price)
     try:
-        flat = flatten_properties(own)
+        flat = _flatten(own)
     except RecordRejected as exc:
-        raise reject(exc.reason) from None
-    for key, value in flat.items():
-        if key in LINK_KEYS:
-            key = f"line_{key}"
-            if key in flat or key in props:
-                raise reject(f"properties collide on key '{key}'")
-        props[key] = value
+        raise _rejected(exc.reason, quantity, price) from None
+    if _LINK_KEYS.isdisjoint(flat):
+        props.update(flat)  # the usual line: no key to rename
+    else:
+        for key, value in flat.items():
+            if key in _LINK_KEYS:
+                key = f"line_{key}"
+                if key in flat or key in props:
+                    raise _rejected(f"properties collide on key '{key}'", quantity, price)
+            props[key] = value
     if len(props) + 1 > MAX_PROPERTIES:  # + `purchase_id`, added per part
-        raise reject(f"more than {MAX_PROPERTIES} properties with the order link")
+        raise _rejected(f"more than {MAX_PROPERTIES} properties with the order link", quantity, price)
     return Line(line_no, sku, price, quantity, props)
+
+
+def _flatten(own: dict[str, Any] | None) -> dict[str, Any]:
+    """`flatten_properties`, by the events' fast path when it applies: that path builds the same
+    properties (or hands the input to the general rules, which raise the same rejections) and is
+    several times faster; only a result over the limit, which it would cut, is refused here."""
+    if not own:
+        return {}
+    flat, count = flatten_event_properties(own)
+    return flat if count <= MAX_PROPERTIES else flatten_properties(own)
 
 
 def _currency(order_currency: str | None, ctx: AccountContext) -> str | None:
@@ -353,7 +369,8 @@ class _Out:
     keys: list[str] = field(default_factory=list)
     arrays: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
-    state: list[dict[str, Any]] = field(default_factory=list)
+    #: what to remember per object, a tuple in STATE_SCHEMA's order
+    state: list[tuple[Any, ...]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, int] = field(default_factory=dict)
@@ -373,7 +390,7 @@ class _Out:
         self.keys.append(key)
         self.arrays.append(array)
         self.bodies.append(body)
-        self.state.append(dict.fromkeys(STATE_SCHEMA) | state)
+        self.state.append(tuple(state.get(name) for name in STATE_SCHEMA))
 
     def emit(
         self,
@@ -419,6 +436,34 @@ class _Out:
                 },
             )
             self.count("purchases" if sign == PLUS else "reversals")
+
+    def emit_new(self, order_id: str, line: Line, customer_id: str, currency: str, time: str) -> None:
+        """`emit` of every part of a line's purchase, built straight into the columns."""
+        price = _price(line.unit_price)
+        unit_price = str(line.unit_price)
+        split = line.split
+        for part, quantity in enumerate(split):
+            key = f"{order_id}/{line.line_no}/{PLUS}/{part}"  # `purchase_key`
+            body = {
+                "external_id": customer_id,
+                "product_id": line.product_id,
+                "currency": currency,
+                "price": price,
+                "quantity": quantity,
+                "time": time,
+                "properties": {**line.properties, "purchase_id": key},
+            }
+            if self.update_only:
+                body["_update_existing_only"] = True
+            self.keys.append(key)
+            self.arrays.append("purchases")
+            self.bodies.append(orjson.dumps(body))
+            self.state.append(
+                # STATE_SCHEMA's order; reason, event and lines are for reversals and eCommerce events
+                (key, order_id, line.line_no, PLUS, part, customer_id, line.product_id, currency, unit_price,
+                 quantity, time, None, None, None)
+            )  # fmt: skip
+        self.count("purchases", len(split))
 
 
 class _Order:
@@ -495,7 +540,21 @@ class PurchasesEntity(Entity):
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Each order to the purchases and reversals it still owes Braze."""
         out = _Out(update_only=update_only(ctx))
-        for row in frame.iter_rows(named=True):
+        names = frame.columns
+        at = {name: i for i, name in enumerate(names)}
+        key, present, status, sent, prior = (at[n] for n in ("key", "present", "status", "sent", "prior"))
+        customer, currency, lines = at["customer_id"], at["currency"], at["lines"]
+        fulfilled, updated, read = at["fulfilled_at"], at["updated_at"], at["read_at"]
+        # the usual order (fulfilled, nothing of it sent or attempted, purchases only) goes the
+        # short way; every other order through `_Order` and the general rules
+        short = ctx.orders_as == "purchases"
+        for values in zip(*(frame[name].to_list() for name in names), strict=True):
+            if short and values[status] == FULFILLED and values[present] and values[sent] is values[prior] is None:
+                time = values[fulfilled] or values[updated] or values[read]  # `_Order.time("fulfilled_at")`
+                order_currency = _currency(values[currency], ctx)
+                self._new_order(values[key], values[customer], order_currency, time, values[lines], out)
+                continue
+            row = dict(zip(names, values, strict=True))
             try:
                 order = _Order(row, ctx)
             except orjson.JSONDecodeError:  # a jsonb number no double holds (1e400), or 1,000+ levels
@@ -511,12 +570,54 @@ class PurchasesEntity(Entity):
             },
             schema=REJECT_SCHEMA,
         )
-        state = pl.DataFrame(out.state, schema=STATE_SCHEMA)
+        columns = list(zip(*out.state, strict=True)) or [[] for _ in STATE_SCHEMA]
+        state = pl.DataFrame(dict(zip(STATE_SCHEMA, columns, strict=True)), schema=STATE_SCHEMA)
         return Prepared(frame=objects, rejected=rejects, skipped=out.skipped, state=state, metrics=out.metrics)
 
     def check(self, account: AccountConfig) -> None:
         """An `orders_as` that is not one of ORDERS_AS fails the account's run (ConfigurationError)."""
         account.orders_mode()
+
+    @staticmethod
+    def _new_order(
+        order_id: str, customer_id: str, currency: str | None, time: str, text: str | None, out: _Out
+    ) -> None:
+        """A fulfilled order nothing of which was sent or attempted: what `_order` does with it in
+        `purchases` mode (every line's purchases, or the order held, or a skip when it has no lines),
+        without the ledger and resume bookkeeping that cannot apply to it."""
+        try:
+            raws = orjson.loads(text) if text else []
+        except orjson.JSONDecodeError:
+            out.rejected.append((order_id, UNREADABLE_LINES))
+            return
+        lines = {raw["line_no"]: raw for raw in raws}
+        if not lines:
+            out.skipped["order already sent"] = out.skipped.get("order already sent", 0) + 1
+            return
+        if currency is None:
+            out.rejected.append((order_id, "currency is not an ISO 4217 code: order held"))
+            out.count("orders held")
+            return
+        good: list[Line] = []
+        held: list[int] = []
+        for ln in sorted(lines):
+            try:
+                good.append(check_line(order_id, lines[ln]))
+            except LineRejected as exc:
+                out.rejected.append((line_key(order_id, ln), exc.reason))
+                if not exc.zero_revenue:
+                    held.append(ln)
+        if held:
+            shown = ", ".join(str(ln) for ln in held[:10]) + (", ..." if len(held) > 10 else "")
+            out.rejected.append(
+                (order_id, f"order held: line(s) {shown} cannot be sent and carry revenue; nothing of it is sent")
+            )
+            out.count("orders held")
+            return
+        if not good:  # every line rejected, none carrying revenue: the rejections are the outcome
+            return
+        for line in good:
+            out.emit_new(order_id, line, customer_id, currency, time)
 
     def _order(self, order: _Order, out: _Out, orders_as: str) -> None:
         """One order: its purchases, its eCommerce events, or both (`orders_as`); a skip if nothing."""
