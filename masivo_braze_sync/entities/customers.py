@@ -141,21 +141,17 @@ class CustomersEntity(Entity):
         columns = {name: frame[name].to_list() for name in frame.columns}
         # each rule once per distinct value of its column (entities/profile.py), then row by row
         upserts = [a != "delete" for a in columns["action"]]
-        read = {column for _, column in profile.STANDARD}
-        if not all(upserts):
-            read_columns = {k: [v for v, u in zip(columns[k], upserts, strict=True) if u] for k in read}
-        else:
-            read_columns = {k: columns[k] for k in read}
-        standard = profile.standard_columns(read_columns, date.today())
+        # (rows to delete are mapped too, unused: cheaper than leaving them out of every column)
+        standard = profile.standard_columns(columns, date.today())
         # per row: the standard fields' values, hashes and drop reasons (None when sent)
-        rows = zip(*(zip(*[[o[i] for o in col] for col in standard], strict=True) for i in range(3)), strict=True)
+        values_, hashes_, drops_ = (zip(*[[o[i] for o in col] for col in standard], strict=True) for i in range(3))
         # the JSON columns: one segment per distinct text in the batch
         custom_of: dict[str | None, profile.Segment] = {}
         tags_of: dict[str | None, profile.Segment] = {}
         names = [name for name, _ in profile.STANDARD]
-        for key, upsert, sent_before, field_hashes, raw_attributes, raw_tags in zip(
+        for key, upsert, sent_before, field_hashes, raw_attributes, raw_tags, row_values, row_hashes, row_drops in zip(
             columns["key"], upserts, columns["sent_before"], columns["field_hashes"], columns["attributes"],
-            columns["tags"] if tags else [None] * len(upserts), strict=True,
+            columns["tags"] if tags else [None] * len(upserts), values_, hashes_, drops_, strict=True,
         ):  # fmt: skip
             if not upsert:
                 keys.append(key)
@@ -163,7 +159,6 @@ class CustomersEntity(Entity):
                 bodies.append(b"")
                 state_rows.append((key, None, True))
                 continue
-            row_values, row_hashes, row_drops = next(rows)
             if any(row_drops):
                 values, hashes, dropped = {}, {}, {}
                 for name, value, hashed, why in zip(names, row_values, row_hashes, row_drops, strict=True):

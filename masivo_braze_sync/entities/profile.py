@@ -198,14 +198,8 @@ STANDARD: tuple[tuple[str, str], ...] = (
 
 def by_value(rule: Callable[[Any], Outcome], values: list[Hashable]) -> list[Outcome]:
     """`rule` applied to each distinct value once, its outcome repeated for the others."""
-    seen: dict[Hashable, Outcome] = {}
-    out = []
-    for v in values:
-        found = seen.get(v)
-        if found is None:
-            found = seen[v] = rule(v)
-        out.append(found)
-    return out
+    outcomes = {v: rule(v) for v in dict.fromkeys(values)}
+    return list(map(outcomes.__getitem__, values))
 
 
 def standard_columns(columns: dict[str, list[Any]], today: date) -> list[list[Outcome]]:

@@ -362,6 +362,61 @@ def _loads(text: str | None, empty: Any) -> Any:
     return orjson.loads(text) if text else empty
 
 
+#: `orjson.dumps(n)` of every quantity a part can have
+_JSON_INTS = [str(n).encode() for n in range(MAX_QUANTITY + 1)]
+
+
+class _Template:
+    """A checked line with what its purchase bodies share, whatever the order.
+
+    `orjson.dumps` writes a dict as `{` + `"key":value` members joined by `,` + `}`, with no space,
+    each member written alone as it would be as a whole: so a body can be assembled from members
+    dumped once per line (product, price, the line's properties) and once per order (customer,
+    time, order id), with only the quantity and the purchase key per part. The result is the bytes
+    `emit` dumps for the same object (tests/core/test_mapping_golden.py).
+    """
+
+    __slots__ = ("_pieces", "product_id", "properties", "split", "unit_price", "unit_value")
+
+    def __init__(self, line: Line) -> None:
+        self.product_id = line.product_id
+        self.unit_value = line.unit_price
+        self.unit_price = str(line.unit_price)
+        self.split = line.split
+        # the properties after `order_id` (checked with an empty one: no rule reads its value),
+        # without the closing brace: `purchase_id` comes last
+        written = orjson.dumps(line.properties)
+        assert written.startswith(b'{"order_id":""')
+        self.properties = written[len(b'{"order_id":""') : -1]
+        self._pieces: dict[str, bytes] = {}
+
+    def pieces(self, currency: str) -> bytes:
+        """`,"product_id":...,"currency":...,"price":...,"quantity":` for an order's currency."""
+        found = self._pieces.get(currency)
+        if found is None:
+            found = self._pieces[currency] = (
+                b',"product_id":' + orjson.dumps(self.product_id) + b',"currency":' + orjson.dumps(currency)
+                + b',"price":' + orjson.dumps(_price(self.unit_value)) + b',"quantity":'
+            )  # fmt: skip
+        return found
+
+
+def _check_lines(text: str | None) -> list[tuple[int, _Template | LineRejected]] | None:
+    """An order's lines (its `lines` text) checked, by line number; None when orjson cannot read them."""
+    try:
+        raws = orjson.loads(text) if text else []
+    except orjson.JSONDecodeError:  # a jsonb number no double holds (1e400), or 1,000+ levels
+        return None
+    lines = {raw["line_no"]: raw for raw in raws}
+    out: list[tuple[int, _Template | LineRejected]] = []
+    for ln in sorted(lines):
+        try:
+            out.append((ln, _Template(check_line("", lines[ln]))))
+        except LineRejected as exc:
+            out.append((ln, exc))
+    return out
+
+
 @dataclass
 class _Out:
     """What the transform builds for a frame of orders."""
@@ -436,34 +491,6 @@ class _Out:
                 },
             )
             self.count("purchases" if sign == PLUS else "reversals")
-
-    def emit_new(self, order_id: str, line: Line, customer_id: str, currency: str, time: str) -> None:
-        """`emit` of every part of a line's purchase, built straight into the columns."""
-        price = _price(line.unit_price)
-        unit_price = str(line.unit_price)
-        split = line.split
-        for part, quantity in enumerate(split):
-            key = f"{order_id}/{line.line_no}/{PLUS}/{part}"  # `purchase_key`
-            body = {
-                "external_id": customer_id,
-                "product_id": line.product_id,
-                "currency": currency,
-                "price": price,
-                "quantity": quantity,
-                "time": time,
-                "properties": {**line.properties, "purchase_id": key},
-            }
-            if self.update_only:
-                body["_update_existing_only"] = True
-            self.keys.append(key)
-            self.arrays.append("purchases")
-            self.bodies.append(orjson.dumps(body))
-            self.state.append(
-                # STATE_SCHEMA's order; reason, event and lines are for reversals and eCommerce events
-                (key, order_id, line.line_no, PLUS, part, customer_id, line.product_id, currency, unit_price,
-                 quantity, time, None, None, None)
-            )  # fmt: skip
-        self.count("purchases", len(split))
 
 
 class _Order:
@@ -548,11 +575,12 @@ class PurchasesEntity(Entity):
         # the usual order (fulfilled, nothing of it sent or attempted, purchases only) goes the
         # short way; every other order through `_Order` and the general rules
         short = ctx.orders_as == "purchases"
+        checked: dict[str | None, list[tuple[int, _Template | LineRejected]] | None] = {}
         for values in zip(*(frame[name].to_list() for name in names), strict=True):
             if short and values[status] == FULFILLED and values[present] and values[sent] is values[prior] is None:
                 time = values[fulfilled] or values[updated] or values[read]  # `_Order.time("fulfilled_at")`
                 order_currency = _currency(values[currency], ctx)
-                self._new_order(values[key], values[customer], order_currency, time, values[lines], out)
+                self._new_order(values[key], values[customer], order_currency, time, values[lines], out, checked)
                 continue
             row = dict(zip(names, values, strict=True))
             try:
@@ -579,18 +607,19 @@ class PurchasesEntity(Entity):
         account.orders_mode()
 
     @staticmethod
-    def _new_order(
-        order_id: str, customer_id: str, currency: str | None, time: str, text: str | None, out: _Out
-    ) -> None:
+    def _new_order(order_id: str, customer_id: str, currency: str | None, time: str, text: str | None, out: _Out,
+                   checked: dict[str | None, list[tuple[int, _Template | LineRejected]] | None]) -> None:  # fmt: skip
         """A fulfilled order nothing of which was sent or attempted: what `_order` does with it in
         `purchases` mode (every line's purchases, or the order held, or a skip when it has no lines),
-        without the ledger and resume bookkeeping that cannot apply to it."""
-        try:
-            raws = orjson.loads(text) if text else []
-        except orjson.JSONDecodeError:
+        without the ledger and resume bookkeeping that cannot apply to it. `checked` holds the checked
+        lines per lines text: orders with the same lines (an order's lines hold no order id) share them."""
+        if text in checked:
+            lines = checked[text]
+        else:
+            lines = checked[text] = _check_lines(text)
+        if lines is None:
             out.rejected.append((order_id, UNREADABLE_LINES))
             return
-        lines = {raw["line_no"]: raw for raw in raws}
         if not lines:
             out.skipped["order already sent"] = out.skipped.get("order already sent", 0) + 1
             return
@@ -598,14 +627,11 @@ class PurchasesEntity(Entity):
             out.rejected.append((order_id, "currency is not an ISO 4217 code: order held"))
             out.count("orders held")
             return
-        good: list[Line] = []
         held: list[int] = []
-        for ln in sorted(lines):
-            try:
-                good.append(check_line(order_id, lines[ln]))
-            except LineRejected as exc:
-                out.rejected.append((line_key(order_id, ln), exc.reason))
-                if not exc.zero_revenue:
+        for ln, line in lines:
+            if isinstance(line, LineRejected):
+                out.rejected.append((line_key(order_id, ln), line.reason))
+                if not line.zero_revenue:
                     held.append(ln)
         if held:
             shown = ", ".join(str(ln) for ln in held[:10]) + (", ..." if len(held) > 10 else "")
@@ -614,10 +640,29 @@ class PurchasesEntity(Entity):
             )
             out.count("orders held")
             return
-        if not good:  # every line rejected, none carrying revenue: the rejections are the outcome
-            return
-        for line in good:
-            out.emit_new(order_id, line, customer_id, currency, time)
+        # each body as orjson writes it, from pieces (see `_Template`): the customer, time and order once
+        head = b'{"external_id":' + orjson.dumps(customer_id)
+        middle = b',"time":' + orjson.dumps(time) + b',"properties":{"order_id":' + orjson.dumps(order_id)
+        tail = b',"_update_existing_only":true}' if out.update_only else b"}"
+        state = out.state
+        for ln, line in lines:
+            if isinstance(line, LineRejected):
+                continue  # carries no revenue (else the order is held): recorded above, not sent
+            pieces = line.pieces(currency)
+            for part, quantity in enumerate(line.split):
+                key = f"{order_id}/{ln}/{PLUS}/{part}"  # `purchase_key`
+                out.keys.append(key)
+                out.arrays.append("purchases")
+                out.bodies.append(
+                    b"".join((head, pieces, _JSON_INTS[quantity], middle, line.properties, b',"purchase_id":',
+                              orjson.dumps(key), b"}", tail))
+                )  # fmt: skip
+                # STATE_SCHEMA's order; reason, event and lines are for reversals and eCommerce events
+                state.append(
+                    (key, order_id, ln, PLUS, part, customer_id, line.product_id, currency, line.unit_price, quantity,
+                     time, None, None, None)
+                )  # fmt: skip
+            out.count("purchases", len(line.split))
 
     def _order(self, order: _Order, out: _Out, orders_as: str) -> None:
         """One order: its purchases, its eCommerce events, or both (`orders_as`); a skip if nothing."""
