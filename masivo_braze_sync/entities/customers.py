@@ -144,20 +144,56 @@ class CustomersEntity(Entity):
         # (rows to delete are mapped too, unused: cheaper than leaving them out of every column)
         standard = profile.standard_columns(columns, date.today())
         # per row: the standard fields' values, hashes and drop reasons (None when sent)
-        values_, hashes_, drops_ = (zip(*[[o[i] for o in col] for col in standard], strict=True) for i in range(3))
+        values_, hashes_, drops_, bodies_, states_ = (
+            zip(*[[o[i] for o in col] for col in standard], strict=True) for i in range(5)
+        )
         # the JSON columns: one segment per distinct text in the batch
         custom_of: dict[str | None, profile.Segment] = {}
         tags_of: dict[str | None, profile.Segment] = {}
         names = [name for name, _ in profile.STANDARD]
-        for key, upsert, sent_before, field_hashes, raw_attributes, raw_tags, row_values, row_hashes, row_drops in zip(
+        extra_member = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in extra.items())
+        for (
+            key, upsert, sent_before, field_hashes, raw_attributes, raw_tags,
+            row_values, row_hashes, row_drops, row_body, row_state,
+        ) in zip(
             columns["key"], upserts, columns["sent_before"], columns["field_hashes"], columns["attributes"],
-            columns["tags"] if tags else [None] * len(upserts), values_, hashes_, drops_, strict=True,
+            columns["tags"] if tags else [None] * len(upserts), values_, hashes_, drops_, bodies_, states_,
+            strict=True,
         ):  # fmt: skip
             if not upsert:
                 keys.append(key)
                 arrays.append("delete")
                 bodies.append(b"")
                 state_rows.append((key, None, True))
+                continue
+            custom = custom_of.get(raw_attributes)
+            if custom is None:
+                custom = custom_of[raw_attributes] = profile.attributes(raw_attributes)
+            tagged = None
+            if tags:
+                tagged = tags_of.get(raw_tags)
+                if tagged is None:
+                    tagged = tags_of[raw_tags] = profile.tags(raw_tags)
+            if not sent_before and not custom.drops and (tagged is None or not tagged.drops) and not any(row_drops):
+                # the usual new profile: every field with a value is sent, and every hash kept; the
+                # body and state are joined from the fields' JSON members (`profile.members`)
+                present = len(row_values) - row_values.count(None) + custom.present
+                body = b"".join(m for m in row_body if m is not None) + custom.body
+                state = b"".join(row_state) + custom.state
+                if tagged is not None:
+                    present += tagged.present
+                    body += tagged.body
+                    state += tagged.state
+                full += present
+                if not present:
+                    continue  # nothing to send (a profile of nulls only)
+                sent += present
+                keys.append(key)
+                arrays.append("attributes")
+                bodies.append(b'{"external_id":' + orjson.dumps(key) + body + extra_member + b"}")
+                state_rows.append((key, "{" + state[1:].decode() + "}", False))
+                if custom.notes:
+                    notes.extend((key, "field", note) for _, note in custom.notes)
                 continue
             if any(row_drops):
                 values, hashes, dropped = {}, {}, {}
@@ -173,15 +209,7 @@ class CustomersEntity(Entity):
                 hashes = dict(zip(names, row_hashes, strict=True))
                 dropped = {}
                 present = len(row_values) - row_values.count(None)
-            custom = custom_of.get(raw_attributes)
-            if custom is None:
-                custom = custom_of[raw_attributes] = profile.attributes(raw_attributes)
-            parts = [custom]
-            if tags:
-                tagged = tags_of.get(raw_tags)
-                if tagged is None:
-                    tagged = tags_of[raw_tags] = profile.tags(raw_tags)
-                parts.append(tagged)
+            parts = [custom] if tagged is None else [custom, tagged]
             for part in parts:
                 values.update(part.values)
                 hashes.update(part.hashes)

@@ -53,8 +53,9 @@ LANGUAGE_SPLIT = re.compile(r"[-_]")
 TAG_PREFIX = "masivo_tag_"
 MIN_DOB_YEAR = 1900
 
-#: one field's outcome: (value, hash, None) when it is sent, (None, None, reason) when dropped
-Outcome = tuple[Any, str | None, str | None]
+#: one field's outcome: (value, hash, None) when it is sent, (None, None, reason) when dropped;
+#: `standard_columns` adds the field's JSON members (`Members`)
+Outcome = tuple[Any, ...]
 
 
 def _hash(value: Any) -> str:
@@ -202,9 +203,19 @@ def by_value(rule: Callable[[Any], Outcome], values: list[Hashable]) -> list[Out
     return list(map(outcomes.__getitem__, values))
 
 
+def members(name: str, outcome: Outcome) -> Outcome:
+    """`outcome` + the field's JSON members as orjson writes them in an object, each with a leading
+    comma: `,"name":value` (None when the value is null or dropped: a new profile does not send
+    it) and `,"name":"hash"` (None when dropped). A new profile's body and state are these joined."""
+    value, hashed, why = outcome
+    if why is not None:
+        return value, hashed, why, None, None
+    key = b"," + orjson.dumps(name) + b":"
+    return value, hashed, why, None if value is None else key + orjson.dumps(value), key + orjson.dumps(hashed)
+
+
 def standard_columns(columns: dict[str, list[Any]], today: date) -> list[list[Outcome]]:
-    """Per standard field (STANDARD's order), the outcome of every row."""
-    countries = by_value(country, columns["country"])
+    """Per standard field (STANDARD's order), the outcome of every row, with its members."""
     rules: dict[str, Callable[[Any], Outcome]] = {
         "email": email,
         "country": country,
@@ -213,15 +224,17 @@ def standard_columns(columns: dict[str, list[Any]], today: date) -> list[list[Ou
         "dob": lambda raw: dob(raw, today),
         "points": points,
     }
+    countries = by_value(lambda raw: members("country", country(raw)), columns["country"])
     out = []
     for name, column in STANDARD:
         if name == "country":
             out.append(countries)
         elif name == "phone":
             pairs = [(p, c[0]) for p, c in zip(columns["phone"], countries, strict=True)]
-            out.append(by_value(phone, pairs))
+            out.append(by_value(lambda pair: members("phone", phone(pair)), pairs))
         else:
-            out.append(by_value(rules.get(column) or text(name), columns[column]))
+            rule = rules.get(column) or text(name)
+            out.append(by_value(lambda raw, rule=rule, name=name: members(name, rule(raw)), columns[column]))
     return out
 
 
@@ -241,6 +254,9 @@ class Segment:
     notes: tuple[tuple[str, str], ...]
     #: how many of `values` are not null
     present: int
+    #: `values`' JSON members (`members`): the not null ones as a new profile sends them; the hashes
+    body: bytes
+    state: bytes
 
 
 def _json(raw: str | None) -> Any:
@@ -273,12 +289,16 @@ def custom_name(key: str) -> str:
 
 
 def _segment(values: dict[str, Any], drops: list[tuple[str, str]], notes: list[tuple[str, str]]) -> Segment:
+    hashes = {name: value_hash(value) for name, value in values.items()}
+    sent = {name: value for name, value in values.items() if value is not None}
     return Segment(
         values,
-        {name: value_hash(value) for name, value in values.items()},
+        hashes,
         tuple(drops),
         tuple(notes),
-        sum(v is not None for v in values.values()),
+        len(sent),
+        b"," + orjson.dumps(sent)[1:-1] if sent else b"",
+        b"," + orjson.dumps(hashes)[1:-1] if hashes else b"",
     )
 
 

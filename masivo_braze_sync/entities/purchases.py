@@ -349,6 +349,8 @@ def _flatten(own: dict[str, Any] | None) -> dict[str, Any]:
     several times faster; only a result over the limit, which it would cut, is refused here."""
     if not own:
         return {}
+    if len(own) > MAX_PROPERTIES:  # likely over the limit: the fast path would only add a try
+        return flatten_properties(own)
     flat, count = flatten_event_properties(own)
     return flat if count <= MAX_PROPERTIES else flatten_properties(own)
 
@@ -435,9 +437,15 @@ class _Out:
     def count(self, name: str, n: int = 1) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + n
 
+    #: `rejected` as a set (for `reject`), up to `_seen_upto` entries: the list is appended to directly too
+    _seen: set[tuple[str, str]] = field(default_factory=set)
+    _seen_upto: int = 0
+
     def reject(self, key: str, reason: str) -> None:
         """Record a rejected key once (with `both`, purchases and eCommerce events may find the same)."""
-        if (key, reason) not in self.rejected:
+        self._seen.update(self.rejected[self._seen_upto :])
+        self._seen_upto = len(self.rejected)
+        if (key, reason) not in self._seen:
             self.rejected.append((key, reason))
 
     def add(self, key: str, array: str, body: bytes, state: dict[str, Any]) -> None:
@@ -445,7 +453,7 @@ class _Out:
         self.keys.append(key)
         self.arrays.append(array)
         self.bodies.append(body)
-        self.state.append(tuple(state.get(name) for name in STATE_SCHEMA))
+        self.state.append(tuple(map(state.get, STATE_SCHEMA)))
 
     def emit(
         self,
