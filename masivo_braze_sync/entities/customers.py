@@ -145,20 +145,24 @@ class CustomersEntity(Entity):
         standard = profile.standard_columns(columns, date.today())
         # per row: the standard fields' values, hashes and drop reasons (None when sent)
         values_, hashes_, drops_, bodies_, states_ = (
-            zip(*[[o[i] for o in col] for col in standard], strict=True) for i in range(5)
+            list(zip(*[[o[i] for o in col] for col in standard], strict=True)) for i in range(5)
         )
         # the JSON columns: one segment per distinct text in the batch
-        custom_of: dict[str | None, profile.Segment] = {}
-        tags_of: dict[str | None, profile.Segment] = {}
+        customs = profile.segments(profile.attributes, columns["attributes"])
+        tagged_ = profile.segments(profile.tags, columns["tags"]) if tags else [None] * len(upserts)
+        # a row is simple when it is a new profile and no field of it is dropped
+        simple = [
+            not sent and not custom.drops and (tagged is None or not tagged.drops) and not any(drops)
+            for sent, custom, tagged, drops in zip(columns["sent_before"], customs, tagged_, drops_, strict=True)
+        ]
         names = [name for name, _ in profile.STANDARD]
         extra_member = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in extra.items())
         for (
-            key, upsert, sent_before, field_hashes, raw_attributes, raw_tags,
+            key, upsert, is_simple, sent_before, field_hashes, custom, tagged,
             row_values, row_hashes, row_drops, row_body, row_state,
         ) in zip(
-            columns["key"], upserts, columns["sent_before"], columns["field_hashes"], columns["attributes"],
-            columns["tags"] if tags else [None] * len(upserts), values_, hashes_, drops_, bodies_, states_,
-            strict=True,
+            columns["key"], upserts, simple, columns["sent_before"], columns["field_hashes"], customs, tagged_,
+            values_, hashes_, drops_, bodies_, states_, strict=True,
         ):  # fmt: skip
             if not upsert:
                 keys.append(key)
@@ -166,19 +170,11 @@ class CustomersEntity(Entity):
                 bodies.append(b"")
                 state_rows.append((key, None, True))
                 continue
-            custom = custom_of.get(raw_attributes)
-            if custom is None:
-                custom = custom_of[raw_attributes] = profile.attributes(raw_attributes)
-            tagged = None
-            if tags:
-                tagged = tags_of.get(raw_tags)
-                if tagged is None:
-                    tagged = tags_of[raw_tags] = profile.tags(raw_tags)
-            if not sent_before and not custom.drops and (tagged is None or not tagged.drops) and not any(row_drops):
+            if is_simple:
                 # the usual new profile: every field with a value is sent, and every hash kept; the
-                # body and state are joined from the fields' JSON members (`profile.members`)
+                # body and state are joined from the fields' JSON members (`profile.with_members`)
                 present = len(row_values) - row_values.count(None) + custom.present
-                body = b"".join(m for m in row_body if m is not None) + custom.body
+                body = b"".join(filter(None, row_body)) + custom.body
                 state = b"".join(row_state) + custom.state
                 if tagged is not None:
                     present += tagged.present
@@ -204,7 +200,7 @@ class CustomersEntity(Entity):
                     else:
                         dropped[name] = why
                 present = len(values) - list(values.values()).count(None)
-            else:  # the usual row: every standard field sent
+            else:
                 values = dict(zip(names, row_values, strict=True))
                 hashes = dict(zip(names, row_hashes, strict=True))
                 dropped = {}

@@ -53,8 +53,8 @@ LANGUAGE_SPLIT = re.compile(r"[-_]")
 TAG_PREFIX = "masivo_tag_"
 MIN_DOB_YEAR = 1900
 
-#: one field's outcome: (value, hash, None) when it is sent, (None, None, reason) when dropped;
-#: `standard_columns` adds the field's JSON members (`Members`)
+#: one field's outcome: (value, None, None) when it is sent, (None, None, reason) when dropped;
+#: `members` adds the hash and the field's JSON members
 Outcome = tuple[Any, ...]
 
 
@@ -84,9 +84,9 @@ def value_hash(value: Any) -> str:
 
 
 def _sent(value: Any) -> Outcome:
-    # not `value_hash`: `by_value` already hashes each distinct value once per batch, and caching
-    # every email and phone process-wide would only churn that cache
-    return value, _hash(value), None
+    # hashed by `with_members`, with the JSON it writes anyway (not `value_hash`: that hashes each
+    # distinct value once per batch already, and caching every email process-wide would churn)
+    return value, None, None
 
 
 def _dropped(name: str, why: str) -> Outcome:
@@ -197,21 +197,24 @@ STANDARD: tuple[tuple[str, str], ...] = (
 )
 
 
-def by_value(rule: Callable[[Any], Outcome], values: list[Hashable]) -> list[Outcome]:
-    """`rule` applied to each distinct value once, its outcome repeated for the others."""
-    outcomes = {v: rule(v) for v in dict.fromkeys(values)}
-    return list(map(outcomes.__getitem__, values))
-
-
-def members(name: str, outcome: Outcome) -> Outcome:
-    """`outcome` + the field's JSON members as orjson writes them in an object, each with a leading
-    comma: `,"name":value` (None when the value is null or dropped: a new profile does not send
-    it) and `,"name":"hash"` (None when dropped). A new profile's body and state are these joined."""
-    value, hashed, why = outcome
-    if why is not None:
-        return value, hashed, why, None, None
+def with_members(name: str, rule: Callable[[Any], Outcome], values: list[Hashable]) -> list[Outcome]:
+    """`rule` applied to each distinct value once (its outcome repeated for the others), completed
+    with the value's hash and the field's JSON members as orjson writes them in an object, each
+    with a leading comma: `,"name":value` (None when the value is null or dropped: a new profile
+    does not send it) and `,"name":"hash"` (None when dropped). A new profile's body and state are
+    these members joined."""
     key = b"," + orjson.dumps(name) + b":"
-    return value, hashed, why, None if value is None else key + orjson.dumps(value), key + orjson.dumps(hashed)
+    outcomes: dict[Hashable, Outcome] = {}
+    for raw in dict.fromkeys(values):
+        value, _, why = rule(raw)
+        if why is not None:
+            outcomes[raw] = (None, None, why, None, None)
+            continue
+        written = orjson.dumps(value)
+        hashed = hashlib.blake2b(written, digest_size=8).hexdigest()  # `_hash`, from the same bytes
+        member = None if value is None else key + written
+        outcomes[raw] = (value, hashed, None, member, key + b'"' + hashed.encode() + b'"')
+    return list(map(outcomes.__getitem__, values))
 
 
 def standard_columns(columns: dict[str, list[Any]], today: date) -> list[list[Outcome]]:
@@ -224,17 +227,16 @@ def standard_columns(columns: dict[str, list[Any]], today: date) -> list[list[Ou
         "dob": lambda raw: dob(raw, today),
         "points": points,
     }
-    countries = by_value(lambda raw: members("country", country(raw)), columns["country"])
+    countries = with_members("country", country, columns["country"])
     out = []
     for name, column in STANDARD:
         if name == "country":
             out.append(countries)
         elif name == "phone":
             pairs = [(p, c[0]) for p, c in zip(columns["phone"], countries, strict=True)]
-            out.append(by_value(lambda pair: members("phone", phone(pair)), pairs))
+            out.append(with_members("phone", phone, pairs))
         else:
-            rule = rules.get(column) or text(name)
-            out.append(by_value(lambda raw, rule=rule, name=name: members(name, rule(raw)), columns[column]))
+            out.append(with_members(name, rules.get(column) or text(name), columns[column]))
     return out
 
 
@@ -334,3 +336,9 @@ def tags(raw: str | None) -> Segment:
         else:
             values[name] = value
     return _segment(values, drops, [])
+
+
+def segments(parse: Callable[[str | None], Segment], texts: list[str | None]) -> list[Segment]:
+    """`parse` (`attributes` or `tags`) of each distinct text once, repeated for the rows that share it."""
+    found = {text: parse(text) for text in dict.fromkeys(texts)}
+    return list(map(found.__getitem__, texts))
