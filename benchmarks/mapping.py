@@ -3,9 +3,11 @@ side by side with an older commit's: `uv run python benchmarks/mapping.py --agai
 
 The frames are built once here (no database: the mapping is pure CPU) and written to Parquet:
 
-- `seed`: the shapes of benchmarks/seed.py (what the `stages` part extracts), customers with a
-  phone on every other row (seed.py has none; real profiles do, and phones cost the most per field);
-  orders 9 in 10 fulfilled, two lines each;
+- `seed`: the shapes of benchmarks/seed.py (what the `stages` part extracts): customers with email,
+  name, country, language, tier, points, nested attributes and a tag; orders 9 in 10 fulfilled,
+  two lines each;
+- `seed+phones`: the same customers with a phone on every other row, each a different number
+  (seed.py has none; real profiles do, and a phone costs the most of any field);
 - `varied`: tests/mapping_data.py's edge cases (bad fields, unicode, nested attributes, refunds,
   edits, interrupted attempts), a first run and an update run.
 
@@ -41,8 +43,9 @@ ENTITIES = ("customers", "purchases")
 # -- the frames (parent process, this checkout's code) ---------------------------------------------
 
 
-def seed_customers(n: int) -> list[dict[str, Any]]:
-    """Customer rows as seed.py writes them and the extract reads them; a phone on every other row."""
+def seed_customers(n: int, *, phones: bool = False) -> list[dict[str, Any]]:
+    """Customer rows as seed.py writes them and the extract reads them; with `phones`, a phone (each
+    a different number) on every other row."""
     import orjson
 
     rows = []
@@ -53,7 +56,7 @@ def seed_customers(n: int) -> list[dict[str, Any]]:
                 "active": g % 100 != 0,
                 "email": f"member{g}@example.com",
                 "phone": (f"+57 300 {g // 10000 % 1000:03d} {g % 10000:04d}" if g % 4 == 1 else f"300 {g:07d}")
-                if g % 2
+                if phones and g % 2
                 else None,
                 "first_name": "Member",
                 "last_name": f"N{g}",
@@ -142,6 +145,8 @@ def build_frames(workdir: Path, customers: int, orders: int) -> list[dict[str, A
 
     on = md.CUSTOMER_CONTEXTS[0]
     put("customers-seed", "customers", md.customers_frame(seed_customers(customers)), on, "seed")
+    put("customers-phones", "customers", md.customers_frame(seed_customers(customers, phones=True)), on,
+        "seed+phones")  # fmt: skip
     put("purchases-seed", "purchases", md.orders_frame(seed_orders(orders)), md.ORDER_CONTEXTS[0], "seed")
     # varied: a first run and an update run over what the first stored (as the golden test plays them)
     rows = md.customer_rows(customers // 2, seed=11)
