@@ -432,9 +432,28 @@ ORDER_CONTEXTS = [
 ]
 
 
+def clean_customer_rows(n: int) -> list[dict[str, Any]]:
+    """`n` new customers with nothing to drop (the usual first run)."""
+    return [
+        {
+            "key": f"clean-{i}", "active": True, "email": f"m{i}@example.com",
+            "phone": f"+57 300 {i:03d} {i:04d}" if i % 2 else None, "first_name": "Member", "last_name": f"N{i}",
+            "gender": (None, "F", "male")[i % 3], "dob": None, "country": "CO", "language": "es", "city": None,
+            "status": None, "tier": ("SILVER", "GOLD")[i % 2], "points": str(i * 7), "tags": '{"vip": true}',
+            "attributes": orjson.dumps({"prefs": {"sms": i % 2 == 0}, "segment": "new", "none": None}).decode(),
+            "sent_before": False, "field_hashes": None,
+        }
+        for i in range(n)
+    ]  # fmt: skip
+
+
 def play_customers(entity: Any, n: int, seed: int) -> Iterator[tuple[str, Prepared, Prepared]]:
     """Validate and transform the seeded customers under each context: a first run, then an update
     run over what the first run under the first context stored."""
+    clean = customers_frame(clean_customer_rows(50))
+    for c, ctx in enumerate(CUSTOMER_CONTEXTS):
+        valid = entity.validate(clean, ctx)
+        yield f"customers ctx{c} clean", valid, entity.transform(valid.frame, ctx)
     rows = customer_rows(n, seed)
     stored = None
     for c, ctx in enumerate(CUSTOMER_CONTEXTS):

@@ -39,6 +39,7 @@ customers on their own (they read `deleted_at`), so nothing re-creates a deleted
 from __future__ import annotations
 
 from datetime import date
+from operator import itemgetter
 
 import orjson
 import polars as pl
@@ -143,10 +144,9 @@ class CustomersEntity(Entity):
         upserts = [a != "delete" for a in columns["action"]]
         # (rows to delete are mapped too, unused: cheaper than leaving them out of every column)
         standard = profile.standard_columns(columns, date.today())
-        # per row: the standard fields' values, hashes and drop reasons (None when sent)
-        values_, hashes_, drops_, bodies_, states_ = (
-            list(zip(*[[o[i] for o in col] for col in standard], strict=True)) for i in range(5)
-        )
+        # per row, per standard field: drop reason (None when sent), body and state member, and
+        # (only for rows that are not simple, below) value and hash
+        drops_, bodies_, states_ = (_rows(standard, i) for i in (2, 3, 4))
         # the JSON columns: one segment per distinct text in the batch
         customs = profile.segments(profile.attributes, columns["attributes"])
         tagged_ = profile.segments(profile.tags, columns["tags"]) if tags else [None] * len(upserts)
@@ -156,6 +156,8 @@ class CustomersEntity(Entity):
             for sent, custom, tagged, drops in zip(columns["sent_before"], customs, tagged_, drops_, strict=True)
         ]
         names = [name for name, _ in profile.STANDARD]
+        n = len(upserts)
+        values_, hashes_ = (_rows(standard, i) for i in (0, 1)) if not all(simple) else ([None] * n, [None] * n)
         extra_member = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in extra.items())
         for (
             key, upsert, is_simple, sent_before, field_hashes, custom, tagged,
@@ -173,7 +175,7 @@ class CustomersEntity(Entity):
             if is_simple:
                 # the usual new profile: every field with a value is sent, and every hash kept; the
                 # body and state are joined from the fields' JSON members (`profile.with_members`)
-                present = len(row_values) - row_values.count(None) + custom.present
+                present = len(row_body) - row_body.count(None) + custom.present  # no drop: None is null
                 body = b"".join(filter(None, row_body)) + custom.body
                 state = b"".join(row_state) + custom.state
                 if tagged is not None:
@@ -278,6 +280,12 @@ class CustomersEntity(Entity):
         """Forget what was delivered (a new workspace has none of it) and queue every customer."""
         conn.execute("DELETE FROM braze_sync.customer_state WHERE account_id = %s", (account_id,))
         return super().full_resync(conn, account_id, resend=resend)
+
+
+def _rows(columns: list[list[tuple]], i: int) -> list[tuple]:
+    """Item `i` of each column's outcomes, as one tuple per row."""
+    pick = itemgetter(i)
+    return list(zip(*(map(pick, column) for column in columns), strict=True))
 
 
 CUSTOMERS = CustomersEntity()
