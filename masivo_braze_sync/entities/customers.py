@@ -134,7 +134,10 @@ class CustomersEntity(Entity):
         """Changed fields as one attributes object per customer; deletes as delete objects."""
         tags = ctx.toggles.get(TAGS, False)
         keys, arrays, bodies = [], [], []
-        state_rows: list[tuple[str, str | None, bool]] = []
+        # the state rows, column by column: key, hashes (JSON text; None for a delete), deleted
+        state_keys: list[str] = []
+        state_hashes: list[str | None] = []
+        state_deleted: list[bool] = []
         drops: list[tuple[str, str, str]] = []
         notes: list[tuple[str, str, str]] = []
         extra = {"_update_existing_only": True} if update_only(ctx) else {}
@@ -155,29 +158,35 @@ class CustomersEntity(Entity):
             not sent and not custom.drops and (tagged is None or not tagged.drops) and not any(drops)
             for sent, custom, tagged, drops in zip(columns["sent_before"], customs, tagged_, drops_, strict=True)
         ]
+        # a simple row's standard part: its body and state members joined, and how many values
+        std_body = [b"".join(filter(None, members)) for members in bodies_]
+        std_state = [b"".join(filter(None, members)) for members in states_]  # (None: dropped, not simple)
+        std_present = [len(members) - members.count(None) for members in bodies_]  # no drop: None is null
         names = [name for name, _ in profile.STANDARD]
         n = len(upserts)
         values_, hashes_ = (_rows(standard, i) for i in (0, 1)) if not all(simple) else ([None] * n, [None] * n)
         extra_member = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in extra.items())
         for (
             key, upsert, is_simple, sent_before, field_hashes, custom, tagged,
-            row_values, row_hashes, row_drops, row_body, row_state,
+            row_values, row_hashes, row_drops, row_body, row_state, row_present,
         ) in zip(
             columns["key"], upserts, simple, columns["sent_before"], columns["field_hashes"], customs, tagged_,
-            values_, hashes_, drops_, bodies_, states_, strict=True,
+            values_, hashes_, drops_, std_body, std_state, std_present, strict=True,
         ):  # fmt: skip
             if not upsert:
                 keys.append(key)
                 arrays.append("delete")
                 bodies.append(b"")
-                state_rows.append((key, None, True))
+                state_keys.append(key)
+                state_hashes.append(None)
+                state_deleted.append(True)
                 continue
             if is_simple:
                 # the usual new profile: every field with a value is sent, and every hash kept; the
                 # body and state are joined from the fields' JSON members (`profile.with_members`)
-                present = len(row_body) - row_body.count(None) + custom.present  # no drop: None is null
-                body = b"".join(filter(None, row_body)) + custom.body
-                state = b"".join(row_state) + custom.state
+                present = row_present + custom.present
+                body = row_body + custom.body
+                state = row_state + custom.state
                 if tagged is not None:
                     present += tagged.present
                     body += tagged.body
@@ -189,7 +198,9 @@ class CustomersEntity(Entity):
                 keys.append(key)
                 arrays.append("attributes")
                 bodies.append(b'{"external_id":' + orjson.dumps(key) + body + extra_member + b"}")
-                state_rows.append((key, "{" + state[1:].decode() + "}", False))
+                state_keys.append(key)
+                state_hashes.append("{" + state[1:].decode() + "}")
+                state_deleted.append(False)
                 if custom.notes:
                     notes.extend((key, "field", note) for _, note in custom.notes)
                 continue
@@ -239,11 +250,15 @@ class CustomersEntity(Entity):
             keys.append(key)
             arrays.append("attributes")
             bodies.append(orjson.dumps({"external_id": key, **changed, **extra}))
-            state_rows.append((key, orjson.dumps(kept).decode(), False))
+            state_keys.append(key)
+            state_hashes.append(orjson.dumps(kept).decode())
+            state_deleted.append(False)
         return Prepared(
             frame=pl.DataFrame({"key": keys, "array": arrays, "body": bodies}, schema=OBJECT_SCHEMA),
             rejected=pl.DataFrame(drops + notes, schema=REJECT_SCHEMA, orient="row"),
-            state=pl.DataFrame(state_rows, schema=STATE_SCHEMA, orient="row"),
+            state=pl.DataFrame(
+                {"key": state_keys, "hashes": state_hashes, "deleted": state_deleted}, schema=STATE_SCHEMA
+            ),
             metrics={
                 "attributes_sent": sent,
                 "attributes_full_resend": full,

@@ -68,6 +68,21 @@ def _country_code(digits: str) -> tuple[int, str]:
     return 0, digits
 
 
+#: per default region: its metadata, its IDD prefix pattern, its country code as text; None when
+#: the library cannot take numbers without `+` for it (`parse` then refuses them)
+_REGIONS: dict[str | None, tuple[PhoneMetadata, re.Pattern | None, str] | None] = {}
+
+
+def _region(region: str | None) -> tuple[PhoneMetadata, re.Pattern | None, str] | None:
+    found = None
+    if region in COUNTRIES and region in SUPPORTED_REGIONS:
+        metadata = PhoneMetadata.metadata_for_region(region, None)
+        idd = metadata.international_prefix
+        found = (metadata, None if idd is None else _util.re_compile(idd), str(metadata.country_code))
+    _REGIONS[region] = found  # a few hundred regions at most
+    return found
+
+
 def e164(raw: str, region: str | None) -> str:
     """`raw` as E.164 when it is a valid number (`region` for numbers written without `+`), else
     `raw` trimmed. The same result as `phonenumbers.parse` + `is_valid_number` + `format_number`."""
@@ -84,11 +99,11 @@ def e164(raw: str, region: str | None) -> str:
             return _parsed(raw, region)
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, COUNTRY_CODE_TO_REGION_CODE[code][0])
     else:
-        if region not in COUNTRIES or region not in SUPPORTED_REGIONS:
+        known = _REGIONS.get(region) if region in _REGIONS else _region(region)
+        if known is None:
             return _parsed(raw, region)
-        metadata = PhoneMetadata.metadata_for_region(region, None)
-        idd = metadata.international_prefix
-        if (idd is not None and _util.re_compile(idd).match(digits)) or digits.startswith(str(metadata.country_code)):
+        metadata, idd, own_code = known
+        if (idd is not None and idd.match(digits)) or digits.startswith(own_code):
             return _parsed(raw, region)
         code, national = metadata.country_code, digits
     if metadata is None or len(national) < _MIN_NSN:

@@ -204,16 +204,16 @@ def with_members(name: str, rule: Callable[[Any], Outcome], values: list[Hashabl
     does not send it) and `,"name":"hash"` (None when dropped). A new profile's body and state are
     these members joined."""
     key = b"," + orjson.dumps(name) + b":"
+    dumps, blake2b = orjson.dumps, hashlib.blake2b
     outcomes: dict[Hashable, Outcome] = {}
     for raw in dict.fromkeys(values):
         value, _, why = rule(raw)
         if why is not None:
             outcomes[raw] = (None, None, why, None, None)
             continue
-        written = orjson.dumps(value)
-        hashed = hashlib.blake2b(written, digest_size=8).hexdigest()  # `_hash`, from the same bytes
-        member = None if value is None else key + written
-        outcomes[raw] = (value, hashed, None, member, key + b'"' + hashed.encode() + b'"')
+        written = dumps(value)
+        hashed = blake2b(written, digest_size=8).hexdigest()  # `_hash`, from the same bytes
+        outcomes[raw] = (value, hashed, None, None if value is None else key + written, key + dumps(hashed))
     return list(map(outcomes.__getitem__, values))
 
 
