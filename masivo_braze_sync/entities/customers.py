@@ -155,8 +155,8 @@ class CustomersEntity(Entity):
         tagged_ = profile.segments(profile.tags, columns["tags"]) if tags else [None] * len(upserts)
         # a row is simple when it is a new profile and no field of it is dropped
         simple = [
-            not sent and not custom.drops and (tagged is None or not tagged.drops) and not any(drops)
-            for sent, custom, tagged, drops in zip(columns["sent_before"], customs, tagged_, drops_, strict=True)
+            not was_sent and not custom.drops and (tagged is None or not tagged.drops) and not any(whys)
+            for was_sent, custom, tagged, whys in zip(columns["sent_before"], customs, tagged_, drops_, strict=True)
         ]
         # a simple row's standard part: its body and state members joined, and how many values
         std_body = [b"".join(filter(None, members)) for members in bodies_]
