@@ -8,6 +8,8 @@ The frames are built once here (no database: the mapping is pure CPU) and writte
   two lines each;
 - `seed+phones`: the same customers with a phone on every other row, each a different number
   (seed.py has none; real profiles do, and a phone costs the most of any field);
+- `seed, unique lines`: those orders with a unit price of their own, so that no two orders share
+  their lines text (the purchases mapping checks each distinct lines text once per batch);
 - `varied`: tests/mapping_data.py's edge cases (bad fields, unicode, nested attributes, refunds,
   edits, interrupted attempts), a first run and an update run.
 
@@ -79,8 +81,9 @@ def seed_customers(n: int, *, phones: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def seed_orders(n: int) -> list[dict[str, Any]]:
-    """Order rows as seed.py writes them and the purchases extract reads them (nothing sent yet)."""
+def seed_orders(n: int, *, unique_lines: bool = False) -> list[dict[str, Any]]:
+    """Order rows as seed.py writes them and the purchases extract reads them (nothing sent yet);
+    with `unique_lines`, each order's unit price differs, so no two orders have the same lines."""
     import orjson
 
     rows = []
@@ -92,7 +95,7 @@ def seed_orders(n: int) -> list[dict[str, Any]]:
                 "line_no": ln,
                 "quantity": 1 + g % 3,
                 "properties": {"color": ("red", "blue")[ln - 1]},
-                "unit_price": str(1000 + (g % 50) * 100),
+                "unit_price": str(1000 + g) if unique_lines else str(1000 + (g % 50) * 100),
             }
             for ln in (1, 2)
         ]
@@ -148,6 +151,8 @@ def build_frames(workdir: Path, customers: int, orders: int) -> list[dict[str, A
     put("customers-phones", "customers", md.customers_frame(seed_customers(customers, phones=True)), on,
         "seed+phones")  # fmt: skip
     put("purchases-seed", "purchases", md.orders_frame(seed_orders(orders)), md.ORDER_CONTEXTS[0], "seed")
+    put("purchases-unique", "purchases", md.orders_frame(seed_orders(orders, unique_lines=True)), md.ORDER_CONTEXTS[0],
+        "seed, unique lines")  # fmt: skip
     # varied: a first run and an update run over what the first stored (as the golden test plays them)
     rows = md.customer_rows(customers // 2, seed=11)
     first = CUSTOMERS.transform(CUSTOMERS.validate(md.customers_frame(rows), on).frame, on)
