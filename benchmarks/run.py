@@ -186,15 +186,18 @@ class Emulator:
 PY_SPY: list[str] = []
 
 
-def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str) -> dict:
+def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str, root: Path = ROOT) -> dict:
+    """Run `worker.py MODE` (this tree's) on the code of `root` (another source tree: `--before`)."""
     out = logdir / f"{tag}.json"
+    if root != ROOT:  # ahead of the installed (editable) package on sys.path
+        env = env | {"PYTHONPATH": os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with open(logdir / f"{tag}.log", "w") as logf:
         t = time.perf_counter()
         spy = [*PY_SPY, "-o", str(logdir / f"{tag}.pyspy.txt"), "--"] if PY_SPY and mode != "emulator" else []
         code = subprocess.call(
             [*spy, sys.executable, str(HERE / "worker.py"), mode, "--out", str(out), *args],
             env=env,
-            cwd=ROOT,
+            cwd=root,
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
@@ -228,6 +231,7 @@ def delivery(em: Emulator, accounts: list[str], per_second: float | None) -> dic
         if not times:
             continue
         first, last = min(first, times[0]), max(last, times[-1])
+        out.setdefault("workspaces_first_last", {})[a] = [times[0], times[-1]]
         if per_second:
             # the last request's own slot counts: perfect pacing at the allowed rate gives exactly 1.0
             span = times[-1] - times[0] + 1 / per_second
@@ -331,6 +335,8 @@ def scenario(
             with machine_load(record, em):
                 if kind == "flow":
                     data = run_worker("cli", ["--", "sync", "events"], run_env, logdir, tag)
+                elif kind == "flow-before":
+                    data = run_worker("cli", ["--", "sync", "events"], run_env, logdir, tag, root=args.before)
                 elif kind == "core":
                     data = run_worker("core", [], run_env, logdir, tag)
                 else:
@@ -735,6 +741,26 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             f"{_fmt(med([x['objects_per_s'] for x in d]))}, "
             + _fmt(med([r["delivery"]["objects_per_s"] for r in core])),
         )
+        if lim["runs"].get("flow-before"):
+            before_s = med([r["run_s"] for r in lim["runs"]["flow-before"]])
+            row(
+                f"{title}: Prefect overhead, flow from --before (flow {before_s:.2f} s vs core {core_s:.2f} s)",
+                f"{100 * (before_s - core_s) / before_s:.1f}%",
+            )
+        before = lim["runs"].get("flow-before") or []
+        row(
+            f"{title}: CPU s of the syncing process (flow, core{', flow from --before' if before else ''})",
+            ", ".join(f"{med([r['run_cpu_s'] for r in runs]):.2f}" for runs in (flow, core, before) if runs),
+        )
+        for kind in ("flow", "flow-before"):
+            runs = lim["runs"].get(kind) or []
+            if runs and all("prefect_api_calls" in r for r in runs):
+                calls = [sum(r["prefect_api_calls"].values()) for r in runs]
+                busy = [sum(r["prefect_api_seconds"].values()) for r in runs]
+                row(
+                    f"{title}: Prefect API requests of the {kind} process (summed wait, s)",
+                    f"{_fmt(med(calls))} ({med(busy):.1f} s)",
+                )
 
     for key, what in (
         ("unannounced", "limit not configured, only announced"),
@@ -868,6 +894,12 @@ def main() -> int:
         choices=("stages", "limited", "unlimited", "unannounced", "competing", "live"),
         help="run only these parts (repeatable; default: all). The table then shows what was measured",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="limited scenario: also run the flow from this source tree (e.g. a `git archive` of an\n"
+        "older commit), interleaved with the others: the same machine state for before and after",
+    )
     parser.add_argument("--live-customers", type=int, default=4_000, help="live scenario: customers seeded")
     parser.add_argument("--live-seconds", type=float, default=30.0, help="live scenario: seconds per rate")
     parser.add_argument(
@@ -947,7 +979,7 @@ def main() -> int:
         if "limited" in only:
             res["scenarios"]["limited"] = scenario(
                 "limited", em=em, env=env, accounts=accounts, per_second=args.rate_limit / len(accounts), args=args,
-                logdir=logdir, db_url=db_url, kinds=("flow", "core"),
+                logdir=logdir, db_url=db_url, kinds=("flow", "core", *(("flow-before",) if args.before else ())),
             )  # fmt: skip
         per_workspace = args.rate_limit / len(accounts)
         if "unannounced" in only:  # issue 16: the pipeline learns the limit from Braze's answers

@@ -73,8 +73,66 @@ async def _prefect_ready() -> None:
         await client.api_healthcheck()
 
 
+class _ApiCalls:
+    """Every HTTP request this process sends to Prefect's API during the command, by method and path.
+
+    Prefect's clients are `httpx.AsyncClient`/`httpx.Client` subclasses (the Braze client sends on
+    its transport, so it is not counted); ids in paths become `{id}`. Counted from `start()`.
+    """
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        #: (start, seconds, key) of each request, start in seconds since `on` was set
+        self.timeline: list[tuple[float, float, str]] = []
+        self.started = 0.0
+        self.on = False
+
+    def install(self) -> None:
+        import re
+
+        import httpx
+
+        ident = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+        counter = self
+
+        def key(request) -> str | None:
+            path = request.url.path
+            return f"{request.method} {ident.sub('{id}', path)}" if "/api/" in path else None
+
+        original_async, original_sync = httpx.AsyncClient.send, httpx.Client.send
+
+        async def send_async(client, request, *args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return await original_async(client, request, *args, **kwargs)
+            finally:
+                counter.record(key(request), t)
+
+        def send_sync(client, request, *args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return original_sync(client, request, *args, **kwargs)
+            finally:
+                counter.record(key(request), t)
+
+        httpx.AsyncClient.send, httpx.Client.send = send_async, send_sync
+
+    def start(self) -> None:
+        self.started, self.on = time.perf_counter(), True
+
+    def record(self, key: str | None, started: float) -> None:
+        if self.on and key:
+            seconds = time.perf_counter() - started
+            self.calls[key] += 1
+            self.seconds[key] += seconds
+            self.timeline.append((round(started - self.started, 3), round(seconds, 3), key))
+
+
 def cli(ns: argparse.Namespace) -> None:
     t0 = time.perf_counter()
+    api = _ApiCalls()
+    api.install()
     import prefect  # noqa: F401  (timed: part of Prefect's one-off cost)
 
     import flows  # noqa: F401  (the command imports them on first use: a process-start cost too)
@@ -83,11 +141,13 @@ def cli(ns: argparse.Namespace) -> None:
     t_import = time.perf_counter()
     asyncio.run(_prefect_ready())
     t_ready, cpu, epoch_start = time.perf_counter(), time.process_time(), time.time()
+    api.start()
     try:
         code = app(args=ns.args, prog_name="masivo-braze", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
     t_end, run_cpu, epoch_end = time.perf_counter(), time.process_time() - cpu, time.time()
+    api.on = False
     _write(
         ns.out,
         {
@@ -97,6 +157,10 @@ def cli(ns: argparse.Namespace) -> None:
             "run_epoch": [epoch_start, epoch_end],  # to place the run against Prefect's timestamps
             "run_cpu_s": run_cpu,
             "exit_code": code or 0,
+            # Prefect API requests during the command (the flow process's side): count, summed seconds
+            "prefect_api_calls": dict(api.calls.most_common()),
+            "prefect_api_seconds": {k: round(v, 3) for k, v in api.seconds.most_common()},
+            "prefect_api_timeline": sorted(api.timeline),
         },
     )
 
