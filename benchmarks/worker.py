@@ -141,6 +141,7 @@ def cli(ns: argparse.Namespace) -> None:
     t_import = time.perf_counter()
     asyncio.run(_prefect_ready())
     t_ready, cpu, epoch_start = time.perf_counter(), time.process_time(), time.time()
+    imported = set(sys.modules)
     api.start()
     try:
         code = app(args=ns.args, prog_name="masivo-braze", standalone_mode=False)
@@ -161,6 +162,8 @@ def cli(ns: argparse.Namespace) -> None:
             "prefect_api_calls": dict(api.calls.most_common()),
             "prefect_api_seconds": {k: round(v, 3) for k, v in api.seconds.most_common()},
             "prefect_api_timeline": sorted(api.timeline),
+            # modules the command imported on first use (compiled from source when no .pyc is kept)
+            "imported_during_run": sorted(set(sys.modules) - imported),
         },
     )
 
@@ -208,9 +211,9 @@ def core(ns: argparse.Namespace) -> None:
         limit = asyncio.Semaphore(get_settings().account_concurrency)
         return await asyncio.gather(*(one(db, a, limit) for a in accounts))
 
-    t_start, cpu = time.perf_counter(), time.process_time()
+    t_start, cpu, epoch_start = time.perf_counter(), time.process_time(), time.time()
     summaries = asyncio.run(main())
-    t_end, run_cpu = time.perf_counter(), time.process_time() - cpu
+    t_end, run_cpu, epoch_end = time.perf_counter(), time.process_time() - cpu, time.time()
     from masivo_braze_sync.braze import limiters
 
     _write(
@@ -218,6 +221,7 @@ def core(ns: argparse.Namespace) -> None:
         {
             "import_s": t_import - t0,
             "run_s": t_end - t_start,
+            "run_epoch": [epoch_start, epoch_end],
             "run_cpu_s": run_cpu,
             "stage_seconds": dict(timer.seconds),
             "stage_rows": dict(timer.rows),
