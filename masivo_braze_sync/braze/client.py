@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import math
 import random
 import re
-import ssl
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -61,6 +59,7 @@ from masivo_braze_sync.braze.ratelimit import (
     limiters,
     workspace_key,
 )
+from masivo_braze_sync.braze.transport import AiohttpTransport
 from masivo_braze_sync.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -100,64 +99,6 @@ _NOT_SENT = (
 )
 
 
-#: httpcore's connection pool scans every connection it holds (and, for idle ones, every
-#: connection again) each time a request starts or ends, so its CPU per request grows with the
-#: square of the pool: 64 connections cost 3-5x the CPU per request of 8, and 8 cost ~1.5x the
-#: CPU of 1 (benchmarks/RESULTS.md). One connection per pool, side by side, gives the same
-#: concurrency with no scan at all.
-SHARD_CONNECTIONS = 1
-
-
-@functools.cache
-def _ssl_context(trust_env: bool) -> ssl.SSLContext:
-    # loading the CA bundle costs ~75 ms of CPU on a slow core: once per process, not per account
-    # run (an SSLContext is meant to be shared by many connections)
-    return httpx.create_ssl_context(trust_env=trust_env)
-
-
-class _ShardedTransport(httpx.AsyncBaseTransport):
-    """`concurrency` HTTP/1.1 connections as several small httpcore pools.
-
-    Each request goes to the pool with the fewest requests in flight, counted until its response
-    is closed (its connection is free again), so while the client's semaphore admits at most
-    `concurrency` requests some pool always has a free connection: a paced request never waits
-    for one, as with a single pool of `concurrency` connections.
-    """
-
-    def __init__(self, concurrency: int, *, trust_env: bool, proxy: str | None = None) -> None:
-        shards = math.ceil(concurrency / SHARD_CONNECTIONS)
-        size = math.ceil(concurrency / shards)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        ssl_context = _ssl_context(trust_env)  # one for all pools
-        self._pools = [
-            httpx.AsyncHTTPTransport(
-                verify=ssl_context, trust_env=trust_env, http1=True, http2=False, limits=limits, proxy=proxy
-            )
-            for _ in range(shards)
-        ]
-        self._busy = [0] * shards
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        busy = self._busy
-        i = busy.index(min(busy))
-        busy[i] += 1
-        try:
-            response = await self._pools[i].handle_async_request(request)
-        except BaseException:
-            busy[i] -= 1
-            raise
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_Releasing(response.stream, busy, i),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
-
-
 def _proxy_for(url: httpx.URL) -> str | None:
     """The proxy the standard environment variables choose for `url`, or None (direct).
 
@@ -187,27 +128,6 @@ def _proxy_for(url: httpx.URL) -> str | None:
         if host == domain or host.endswith(f".{domain}"):
             return None
     return proxy if "://" in proxy else f"http://{proxy}"
-
-
-class _Releasing(httpx.AsyncByteStream):
-    """A response body that gives its pool's slot back once it is closed."""
-
-    def __init__(self, stream: Any, busy: list[int], index: int) -> None:
-        self._stream = stream
-        self._busy = busy
-        self._index: int | None = index
-
-    async def __aiter__(self) -> Any:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            if self._index is not None:
-                self._busy[self._index] -= 1
-                self._index = None
 
 
 @dataclass(frozen=True)
@@ -405,7 +325,7 @@ class BrazeClient:
             # proxy sees the host name, never the key). A local emulator's plaintext traffic
             # never goes to a proxy.
             proxy = None if is_local else _proxy_for(self._urls[TRACK_PATH])
-            transport = _ShardedTransport(settings.concurrency, trust_env=not is_local, proxy=proxy)
+            transport = AiohttpTransport(settings.concurrency, trust_env=not is_local, proxy=proxy)
         # Requests go to the transport itself, not through httpx.AsyncClient: its layers (header
         # merging, cookies, auth and redirect hooks, URL joining) cost ~14% of the pipeline's
         # CPU per request and give this client nothing: one host, fixed headers, no cookies, and
