@@ -6,7 +6,9 @@ One command, one run, one table. It
    at, or on the embedded Postgres when unset, and seeds it (default 200,000 events, 50,000
    customers, 20,000 orders over 4 accounts, each account its own Braze workspace);
 2. starts the Braze emulator in its own process (default: 20 ms added latency per request);
-3. measures the stages alone (extract, validate+transform, pack; one thread, read-only);
+3. measures the stages alone (extract, validate+transform, pack; one thread, read-only); with
+   `--mapping-against REF`, also the customers and purchases mapping next to commit REF's
+   (benchmarks/mapping.py);
 4. scenario "limited" (default 400 requests/s per workspace, Braze's 3 s window): the full
    pipeline through the CLI and flows, and the same core pipeline without Prefect;
 5. scenario "unlimited" (the emulator's limit set very high, the pipeline's pacer too): the
@@ -908,6 +910,12 @@ def main() -> int:
         help="time the CLI from a fresh ephemeral API, without the no-op warm-up flow (as before\n"
         "2026-11-30 15:00): the first flow call's imports and the server's first answers count",
     )
+    parser.add_argument(
+        "--mapping-against",
+        metavar="REF",
+        help="with the stages: also compare the customers and purchases mapping, rows per CPU-second, with\n"
+        "commit REF's (benchmarks/mapping.py; no database, interleaved processes)",
+    )
     parser.add_argument("--live-customers", type=int, default=4_000, help="live scenario: customers seeded")
     parser.add_argument("--live-seconds", type=float, default=30.0, help="live scenario: seconds per rate")
     parser.add_argument(
@@ -983,6 +991,15 @@ def main() -> int:
             res["stages"][entity] = stage_rates(data) | record
             log(f"stages {entity}: {res['stages'][entity]}")
 
+        if "stages" in only and args.mapping_against:
+            import mapping as mapping_bench
+
+            res["mapping"] = mapping_bench.compare(
+                args.mapping_against, customers=args.customers, orders=args.orders, repeats=args.repeats, passes=3,
+                profile=False,
+            )  # fmt: skip
+            log(f"mapping:\n{mapping_bench.table(res['mapping'])}")
+
         res["scenarios"] = {}
         if "limited" in only:
             res["scenarios"]["limited"] = scenario(
@@ -1049,6 +1066,10 @@ def main() -> int:
         f"entities registered: {', '.join(res['entities'])}"
     )
     print(table)
+    if "mapping" in res:
+        import mapping as mapping_bench
+
+        print(f"\n{mapping_bench.table(res['mapping'])}")
     runs = [r for s in res["scenarios"].values() for k in s["runs"].values() for r in k] or list(res["stages"].values())
     if "live" in res:
         runs += [res["live"][k] for k in ("idle", "steady", "load", "pairs") if k in res["live"]]
