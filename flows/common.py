@@ -152,6 +152,10 @@ async def sync_account(entity: str, account_id: str) -> dict:
         # not ours: its message may quote data, so the summary names only its type; the
         # traceback (code, not data) goes to the run's logs for whoever fixes it
         logger.exception("account %s: %s failed unexpectedly", account_id, entity)
+    except BaseException:  # cancelled or interrupted: the bar still shows where the run stopped
+        if bar is not None:
+            await bar.close(_percent(run))
+        raise
     # a failed run leaves its bar where it stopped; the last update goes out with the report
     closing = bar.close(None if run.summary.status == "ok" else _percent(run)) if bar is not None else None
     return await _finish(db, run.summary, previous, closing)
