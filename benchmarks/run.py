@@ -188,15 +188,18 @@ class Emulator:
 PY_SPY: list[str] = []
 
 
-def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str) -> dict:
+def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str, root: Path = ROOT) -> dict:
+    """Run `worker.py MODE` (this tree's) on the code of `root` (another source tree: `--before`)."""
     out = logdir / f"{tag}.json"
+    if root != ROOT:  # ahead of the installed (editable) package on sys.path
+        env = env | {"PYTHONPATH": os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with open(logdir / f"{tag}.log", "w") as logf:
         t = time.perf_counter()
         spy = [*PY_SPY, "-o", str(logdir / f"{tag}.pyspy.txt"), "--"] if PY_SPY and mode != "emulator" else []
         code = subprocess.call(
             [*spy, sys.executable, str(HERE / "worker.py"), mode, "--out", str(out), *args],
             env=env,
-            cwd=ROOT,
+            cwd=root,
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
@@ -230,6 +233,7 @@ def delivery(em: Emulator, accounts: list[str], per_second: float | None) -> dic
         if not times:
             continue
         first, last = min(first, times[0]), max(last, times[-1])
+        out.setdefault("workspaces_first_last", {})[a] = [times[0], times[-1]]
         if per_second:
             # the last request's own slot counts: perfect pacing at the allowed rate gives exactly 1.0
             span = times[-1] - times[0] + 1 / per_second
@@ -322,6 +326,7 @@ def scenario(
     if not announced_only:
         run_env["MASIVO_TRACK_RATE_LIMIT"] = str(limit)
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    cold = ["--cold"] if args.cold else []
     for r in range(args.repeats):
         for kind in kinds:  # interleaved: noise from the machine spreads over every kind
             seeding.reset_sync_state(db_url)
@@ -332,7 +337,9 @@ def scenario(
             cpu0 = em.cpu_seconds()
             with machine_load(record, em):
                 if kind == "flow":
-                    data = run_worker("cli", ["--", "sync", "events"], run_env, logdir, tag)
+                    data = run_worker("cli", [*cold, "--", "sync", "events"], run_env, logdir, tag)
+                elif kind == "flow-before":
+                    data = run_worker("cli", [*cold, "--", "sync", "events"], run_env, logdir, tag, root=args.before)
                 elif kind == "core":
                     data = run_worker("core", [], run_env, logdir, tag)
                 else:
@@ -744,6 +751,26 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             f"{_fmt(med([x['objects_per_s'] for x in d]))}, "
             + _fmt(med([r["delivery"]["objects_per_s"] for r in core])),
         )
+        if lim["runs"].get("flow-before"):
+            before_s = med([r["run_s"] for r in lim["runs"]["flow-before"]])
+            row(
+                f"{title}: Prefect overhead, flow from --before (flow {before_s:.2f} s vs core {core_s:.2f} s)",
+                f"{100 * (before_s - core_s) / before_s:.1f}%",
+            )
+        before = lim["runs"].get("flow-before") or []
+        row(
+            f"{title}: CPU s of the syncing process (flow, core{', flow from --before' if before else ''})",
+            ", ".join(f"{med([r['run_cpu_s'] for r in runs]):.2f}" for runs in (flow, core, before) if runs),
+        )
+        for kind in ("flow", "flow-before"):
+            runs = lim["runs"].get(kind) or []
+            if runs and all("prefect_api_calls" in r for r in runs):
+                calls = [sum(r["prefect_api_calls"].values()) for r in runs]
+                busy = [sum(r["prefect_api_seconds"].values()) for r in runs]
+                row(
+                    f"{title}: Prefect API requests of the {kind} process (summed wait, s)",
+                    f"{_fmt(med(calls))} ({med(busy):.1f} s)",
+                )
 
     for key, what in (
         ("unannounced", "limit not configured, only announced"),
@@ -826,8 +853,9 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
         )
     if all_flow:
         row(
-            "Prefect one-off start (import + ephemeral API), not in the overhead",
-            f"{med([r['import_s'] for r in all_flow]):.1f} s + {med([r['prefect_ready_s'] for r in all_flow]):.1f} s",
+            "Prefect one-off start (import + ephemeral API + warm-up flow), not in the overhead",
+            f"{med([r['import_s'] for r in all_flow]):.1f} s + {med([r['prefect_ready_s'] for r in all_flow]):.1f} s"
+            f" + {med([r.get('prefect_warm_s', 0.0) for r in all_flow]):.1f} s",
         )
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("metric", "value (median)", "target", "")
@@ -876,6 +904,18 @@ def main() -> int:
         action="append",
         choices=("stages", "limited", "unlimited", "unannounced", "competing", "live"),
         help="run only these parts (repeatable; default: all). The table then shows what was measured",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="limited scenario: also run the flow from this source tree (e.g. a `git archive` of an\n"
+        "older commit), interleaved with the others: the same machine state for before and after",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="time the CLI from a fresh ephemeral API, without the no-op warm-up flow (as before\n"
+        "2026-11-30 15:00): the first flow call's imports and the server's first answers count",
     )
     parser.add_argument(
         "--mapping-against",
@@ -971,7 +1011,7 @@ def main() -> int:
         if "limited" in only:
             res["scenarios"]["limited"] = scenario(
                 "limited", em=em, env=env, accounts=accounts, per_second=args.rate_limit / len(accounts), args=args,
-                logdir=logdir, db_url=db_url, kinds=("flow", "core"),
+                logdir=logdir, db_url=db_url, kinds=("flow", "core", *(("flow-before",) if args.before else ())),
             )  # fmt: skip
         per_workspace = args.rate_limit / len(accounts)
         if "unannounced" in only:  # issue 16: the pipeline learns the limit from Braze's answers
