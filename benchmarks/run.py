@@ -360,7 +360,7 @@ def scenario(
 
 def stage_rates(data: dict) -> dict[str, float]:
     out = {}
-    for stage in ("extract", "plain_read", "transform", "transform_cpu", "pack"):
+    for stage in ("extract", "extract_2", "plain_read", "transform", "transform_cpu", "pack"):
         rates = [p["rows"][stage] / p["seconds"][stage] for p in data["passes"] if p["seconds"].get(stage)]
         if rates:
             out[stage] = med(rates)
@@ -690,6 +690,13 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             "this host's ceiling: the same rows' columns read plainly (no log, no join), rows/s",
             _fmt(ev["plain_read"]),
         )
+        row("extract vs the plain read (same run)", f"{ev['extract'] / ev['plain_read']:.2f} x", ">= 0.6 x",
+            ev["extract"] >= 0.6 * ev["plain_read"], "extract_vs_plain")  # fmt: skip
+        if "extract_2" in ev:
+            row(
+                "extract on 2 readers (MASIVO_EXTRACT_READERS=2), rows/s; vs the plain read",
+                f"{_fmt(ev['extract_2'])}; {ev['extract_2'] / ev['plain_read']:.2f} x",
+            )
         row("transform per CPU-second (thread time: what the load cannot take)", _fmt(ev["transform_cpu"]))
         row("pack into requests, objects/s", _fmt(ev["pack"]))
         for entity, rates in res["stages"].items():

@@ -359,6 +359,11 @@ def stages(ns: argparse.Namespace) -> None:
             frame = spec.extract(db.url, account.account_id, rng)
             sec["extract"] += time.perf_counter() - t
             rows["extract"] += frame.height
+            if spec.log_rows:  # the same range read as two halves on two connections at once
+                t = time.perf_counter()
+                spec.extract(db.url, account.account_id, rng, readers=2)
+                sec["extract_2"] += time.perf_counter() - t
+                rows["extract_2"] += frame.height
             if ns.entity == "events":  # the host's ceiling: as many rows, same columns, no log, no join
                 t = time.perf_counter()
                 read_frame(db.url, PLAIN_EVENTS_SQL, (account.account_id, frame.height))
