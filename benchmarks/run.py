@@ -6,7 +6,9 @@ One command, one run, one table. It
    at, or on the embedded Postgres when unset, and seeds it (default 200,000 events, 50,000
    customers, 20,000 orders over 4 accounts, each account its own Braze workspace);
 2. starts the Braze emulator in its own process (default: 20 ms added latency per request);
-3. measures the stages alone (extract, validate+transform, pack; one thread, read-only);
+3. measures the stages alone (extract, validate+transform, pack; one thread, read-only); with
+   `--mapping-against REF`, also the customers and purchases mapping next to commit REF's
+   (benchmarks/mapping.py);
 4. scenario "limited" (default 400 requests/s per workspace, Braze's 3 s window): the full
    pipeline through the CLI and flows, and the same core pipeline without Prefect;
 5. scenario "unlimited" (the emulator's limit set very high, the pipeline's pacer too): the
@@ -189,15 +191,18 @@ class Emulator:
 PY_SPY: list[str] = []
 
 
-def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str) -> dict:
+def run_worker(mode: str, args: list[str], env: dict[str, str], logdir: Path, tag: str, root: Path = ROOT) -> dict:
+    """Run `worker.py MODE` (this tree's) on the code of `root` (another source tree: `--before`)."""
     out = logdir / f"{tag}.json"
+    if root != ROOT:  # ahead of the installed (editable) package on sys.path
+        env = env | {"PYTHONPATH": os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with open(logdir / f"{tag}.log", "w") as logf:
         t = time.perf_counter()
         spy = [*PY_SPY, "-o", str(logdir / f"{tag}.pyspy.txt"), "--"] if PY_SPY and mode != "emulator" else []
         code = subprocess.call(
             [*spy, sys.executable, str(HERE / "worker.py"), mode, "--out", str(out), *args],
             env=env,
-            cwd=ROOT,
+            cwd=root,
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
@@ -231,6 +236,7 @@ def delivery(em: Emulator, accounts: list[str], per_second: float | None) -> dic
         if not times:
             continue
         first, last = min(first, times[0]), max(last, times[-1])
+        out.setdefault("workspaces_first_last", {})[a] = [times[0], times[-1]]
         if per_second:
             # the last request's own slot counts: perfect pacing at the allowed rate gives exactly 1.0
             span = times[-1] - times[0] + 1 / per_second
@@ -323,6 +329,7 @@ def scenario(
     if not announced_only:
         run_env["MASIVO_TRACK_RATE_LIMIT"] = str(limit)
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    cold = ["--cold"] if args.cold else []
     for r in range(args.repeats):
         for kind in kinds:  # interleaved: noise from the machine spreads over every kind
             seeding.reset_sync_state(db_url)
@@ -333,7 +340,9 @@ def scenario(
             cpu0 = em.cpu_seconds()
             with machine_load(record, em):
                 if kind == "flow":
-                    data = run_worker("cli", ["--", "sync", "events"], run_env, logdir, tag)
+                    data = run_worker("cli", [*cold, "--", "sync", "events"], run_env, logdir, tag)
+                elif kind == "flow-before":
+                    data = run_worker("cli", [*cold, "--", "sync", "events"], run_env, logdir, tag, root=args.before)
                 elif kind == "core":
                     data = run_worker("core", [], run_env, logdir, tag)
                 else:
@@ -449,7 +458,7 @@ def partitions_table(res: dict) -> tuple[str, dict[str, bool]]:
 
 def stage_rates(data: dict) -> dict[str, float]:
     out = {}
-    for stage in ("extract", "plain_read", "transform", "transform_cpu", "pack"):
+    for stage in ("extract", "extract_2", "plain_read", "transform", "transform_cpu", "pack"):
         rates = [p["rows"][stage] / p["seconds"][stage] for p in data["passes"] if p["seconds"].get(stage)]
         if rates:
             out[stage] = med(rates)
@@ -779,6 +788,13 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             "this host's ceiling: the same rows' columns read plainly (no log, no join), rows/s",
             _fmt(ev["plain_read"]),
         )
+        row("extract vs the plain read (same run)", f"{ev['extract'] / ev['plain_read']:.2f} x", ">= 0.6 x",
+            ev["extract"] >= 0.6 * ev["plain_read"], "extract_vs_plain")  # fmt: skip
+        if "extract_2" in ev:
+            row(
+                "extract on 2 readers (MASIVO_EXTRACT_READERS=2), rows/s; vs the plain read",
+                f"{_fmt(ev['extract_2'])}; {ev['extract_2'] / ev['plain_read']:.2f} x",
+            )
         row("transform per CPU-second (thread time: what the load cannot take)", _fmt(ev["transform_cpu"]))
         row("pack into requests, objects/s", _fmt(ev["pack"]))
         for entity, rates in res["stages"].items():
@@ -833,6 +849,26 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
             f"{_fmt(med([x['objects_per_s'] for x in d]))}, "
             + _fmt(med([r["delivery"]["objects_per_s"] for r in core])),
         )
+        if lim["runs"].get("flow-before"):
+            before_s = med([r["run_s"] for r in lim["runs"]["flow-before"]])
+            row(
+                f"{title}: Prefect overhead, flow from --before (flow {before_s:.2f} s vs core {core_s:.2f} s)",
+                f"{100 * (before_s - core_s) / before_s:.1f}%",
+            )
+        before = lim["runs"].get("flow-before") or []
+        row(
+            f"{title}: CPU s of the syncing process (flow, core{', flow from --before' if before else ''})",
+            ", ".join(f"{med([r['run_cpu_s'] for r in runs]):.2f}" for runs in (flow, core, before) if runs),
+        )
+        for kind in ("flow", "flow-before"):
+            runs = lim["runs"].get(kind) or []
+            if runs and all("prefect_api_calls" in r for r in runs):
+                calls = [sum(r["prefect_api_calls"].values()) for r in runs]
+                busy = [sum(r["prefect_api_seconds"].values()) for r in runs]
+                row(
+                    f"{title}: Prefect API requests of the {kind} process (summed wait, s)",
+                    f"{_fmt(med(calls))} ({med(busy):.1f} s)",
+                )
 
     for key, what in (
         ("unannounced", "limit not configured, only announced"),
@@ -915,8 +951,9 @@ def build_table(res: dict, args: argparse.Namespace) -> tuple[str, dict[str, boo
         )
     if all_flow:
         row(
-            "Prefect one-off start (import + ephemeral API), not in the overhead",
-            f"{med([r['import_s'] for r in all_flow]):.1f} s + {med([r['prefect_ready_s'] for r in all_flow]):.1f} s",
+            "Prefect one-off start (import + ephemeral API + warm-up flow), not in the overhead",
+            f"{med([r['import_s'] for r in all_flow]):.1f} s + {med([r['prefect_ready_s'] for r in all_flow]):.1f} s"
+            f" + {med([r.get('prefect_warm_s', 0.0) for r in all_flow]):.1f} s",
         )
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("metric", "value (median)", "target", "")
@@ -971,6 +1008,24 @@ def main() -> int:
         type=float,
         default=0.0,
         help="partitions scenario: the workspace's requests/s (0: no rate limit)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="limited scenario: also run the flow from this source tree (e.g. a `git archive` of an\n"
+        "older commit), interleaved with the others: the same machine state for before and after",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="time the CLI from a fresh ephemeral API, without the no-op warm-up flow (as before\n"
+        "2026-11-30 15:00): the first flow call's imports and the server's first answers count",
+    )
+    parser.add_argument(
+        "--mapping-against",
+        metavar="REF",
+        help="with the stages: also compare the customers and purchases mapping, rows per CPU-second, with\n"
+        "commit REF's (benchmarks/mapping.py; no database, interleaved processes)",
     )
     parser.add_argument("--live-customers", type=int, default=4_000, help="live scenario: customers seeded")
     parser.add_argument("--live-seconds", type=float, default=30.0, help="live scenario: seconds per rate")
@@ -1047,11 +1102,20 @@ def main() -> int:
             res["stages"][entity] = stage_rates(data) | record
             log(f"stages {entity}: {res['stages'][entity]}")
 
+        if "stages" in only and args.mapping_against:
+            import mapping as mapping_bench
+
+            res["mapping"] = mapping_bench.compare(
+                args.mapping_against, customers=args.customers, orders=args.orders, repeats=args.repeats, passes=3,
+                profile=False,
+            )  # fmt: skip
+            log(f"mapping:\n{mapping_bench.table(res['mapping'])}")
+
         res["scenarios"] = {}
         if "limited" in only:
             res["scenarios"]["limited"] = scenario(
                 "limited", em=em, env=env, accounts=accounts, per_second=args.rate_limit / len(accounts), args=args,
-                logdir=logdir, db_url=db_url, kinds=("flow", "core"),
+                logdir=logdir, db_url=db_url, kinds=("flow", "core", *(("flow-before",) if args.before else ())),
             )  # fmt: skip
         per_workspace = args.rate_limit / len(accounts)
         if "unannounced" in only:  # issue 16: the pipeline learns the limit from Braze's answers
@@ -1120,6 +1184,10 @@ def main() -> int:
         f"entities registered: {', '.join(res['entities'])}"
     )
     print(table)
+    if "mapping" in res:
+        import mapping as mapping_bench
+
+        print(f"\n{mapping_bench.table(res['mapping'])}")
     runs = [r for s in res["scenarios"].values() for k in s["runs"].values() for r in k] or list(res["stages"].values())
     if "live" in res:
         runs += [res["live"][k] for k in ("idle", "steady", "load", "pairs") if k in res["live"]]

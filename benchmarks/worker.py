@@ -5,8 +5,10 @@ peak RSS is its own (`ru_maxrss`, written with its timings as JSON to `--out`):
 
 - `emulator`: the Braze emulator (uvicorn), configured by run.py through its admin API;
 - `cli ARGS...`: the real CLI (`masivo-braze sync events`), i.e. the Prefect flows. Prefect's
-  ephemeral API is started (and timed) before the command, so `run_s` is the command itself,
-  as on a worker talking to a running Prefect server;
+  ephemeral API is started (and timed) before the command, and warmed by a no-op flow (a subflow
+  and a task: what the command first imports, and the server's first answers on each route,
+  both compiled from source on a host that keeps no .pyc), so `run_s` is the command itself, as
+  on a worker talking to a running Prefect server; `--cold` leaves the warm-up out;
 - `core`: the same stages, chained exactly as the `sync-account` flow chains its tasks (blocking
   stages in a worker thread, accounts concurrently), with no Prefect: the overhead reference;
 - `baseline`: the same request bodies, built in memory first (a dry run), then POSTed by a plain
@@ -73,8 +75,85 @@ async def _prefect_ready() -> None:
         await client.api_healthcheck()
 
 
+def _prefect_warm() -> None:
+    """One no-op flow with a subflow and a task: the engines' first imports, the server's first routes."""
+    from prefect import flow, task
+
+    @task(persist_result=False)
+    async def noop_task() -> None:
+        return None
+
+    @flow(persist_result=False)
+    async def noop_child() -> None:
+        await noop_task()
+
+    @flow(persist_result=False)
+    async def noop_parent() -> None:
+        await noop_child()
+
+    asyncio.run(noop_parent())
+
+
+class _ApiCalls:
+    """Every HTTP request this process sends to Prefect's API during the command, by method and path.
+
+    Prefect's clients are `httpx.AsyncClient`/`httpx.Client` subclasses (the Braze client sends on
+    its transport, so it is not counted); ids in paths become `{id}`. Counted from `start()`.
+    """
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        #: (start, seconds, key) of each request, start in seconds since `on` was set
+        self.timeline: list[tuple[float, float, str]] = []
+        self.started = 0.0
+        self.on = False
+
+    def install(self) -> None:
+        import re
+
+        import httpx
+
+        ident = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+        counter = self
+
+        def key(request) -> str | None:
+            path = request.url.path
+            return f"{request.method} {ident.sub('{id}', path)}" if "/api/" in path else None
+
+        original_async, original_sync = httpx.AsyncClient.send, httpx.Client.send
+
+        async def send_async(client, request, *args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return await original_async(client, request, *args, **kwargs)
+            finally:
+                counter.record(key(request), t)
+
+        def send_sync(client, request, *args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return original_sync(client, request, *args, **kwargs)
+            finally:
+                counter.record(key(request), t)
+
+        httpx.AsyncClient.send, httpx.Client.send = send_async, send_sync
+
+    def start(self) -> None:
+        self.started, self.on = time.perf_counter(), True
+
+    def record(self, key: str | None, started: float) -> None:
+        if self.on and key:
+            seconds = time.perf_counter() - started
+            self.calls[key] += 1
+            self.seconds[key] += seconds
+            self.timeline.append((round(started - self.started, 3), round(seconds, 3), key))
+
+
 def cli(ns: argparse.Namespace) -> None:
     t0 = time.perf_counter()
+    api = _ApiCalls()
+    api.install()
     import prefect  # noqa: F401  (timed: part of Prefect's one-off cost)
 
     import flows  # noqa: F401  (the command imports them on first use: a process-start cost too)
@@ -82,21 +161,34 @@ def cli(ns: argparse.Namespace) -> None:
 
     t_import = time.perf_counter()
     asyncio.run(_prefect_ready())
+    t_up = time.perf_counter()
+    if not ns.cold:
+        _prefect_warm()
     t_ready, cpu, epoch_start = time.perf_counter(), time.process_time(), time.time()
+    imported = set(sys.modules)
+    api.start()
     try:
         code = app(args=ns.args, prog_name="masivo-braze", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
     t_end, run_cpu, epoch_end = time.perf_counter(), time.process_time() - cpu, time.time()
+    api.on = False
     _write(
         ns.out,
         {
             "import_s": t_import - t0,
-            "prefect_ready_s": t_ready - t_import,
+            "prefect_ready_s": t_up - t_import,
+            "prefect_warm_s": t_ready - t_up,  # 0 with --cold
             "run_s": t_end - t_ready,
             "run_epoch": [epoch_start, epoch_end],  # to place the run against Prefect's timestamps
             "run_cpu_s": run_cpu,
             "exit_code": code or 0,
+            # Prefect API requests during the command (the flow process's side): count, summed seconds
+            "prefect_api_calls": dict(api.calls.most_common()),
+            "prefect_api_seconds": {k: round(v, 3) for k, v in api.seconds.most_common()},
+            "prefect_api_timeline": sorted(api.timeline),
+            # modules the command imported on first use (compiled from source when no .pyc is kept)
+            "imported_during_run": sorted(set(sys.modules) - imported),
         },
     )
 
@@ -144,9 +236,9 @@ def core(ns: argparse.Namespace) -> None:
         limit = asyncio.Semaphore(get_settings().account_concurrency)
         return await asyncio.gather(*(one(db, a, limit) for a in accounts))
 
-    t_start, cpu = time.perf_counter(), time.process_time()
+    t_start, cpu, epoch_start = time.perf_counter(), time.process_time(), time.time()
     summaries = asyncio.run(main())
-    t_end, run_cpu = time.perf_counter(), time.process_time() - cpu
+    t_end, run_cpu, epoch_end = time.perf_counter(), time.process_time() - cpu, time.time()
     from masivo_braze_sync.braze import limiters
 
     _write(
@@ -154,6 +246,7 @@ def core(ns: argparse.Namespace) -> None:
         {
             "import_s": t_import - t0,
             "run_s": t_end - t_start,
+            "run_epoch": [epoch_start, epoch_end],
             "run_cpu_s": run_cpu,
             "stage_seconds": dict(timer.seconds),
             "stage_rows": dict(timer.rows),
@@ -266,6 +359,11 @@ def stages(ns: argparse.Namespace) -> None:
             frame = spec.extract(db.url, account.account_id, rng)
             sec["extract"] += time.perf_counter() - t
             rows["extract"] += frame.height
+            if spec.log_rows:  # the same range read as two halves on two connections at once
+                t = time.perf_counter()
+                spec.extract(db.url, account.account_id, rng, readers=2)
+                sec["extract_2"] += time.perf_counter() - t
+                rows["extract_2"] += frame.height
             if ns.entity == "events":  # the host's ceiling: as many rows, same columns, no log, no join
                 t = time.perf_counter()
                 read_frame(db.url, PLAIN_EVENTS_SQL, (account.account_id, frame.height))
@@ -480,6 +578,7 @@ def main() -> None:
     sub.add_parser("emulator").set_defaults(fn=emulator)
     p = sub.add_parser("cli")
     p.add_argument("--out", required=True)
+    p.add_argument("--cold", action="store_true", help="no warm-up flow before the command (see the docstring)")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cli)
     p = sub.add_parser("core")

@@ -16,8 +16,10 @@ one for every raised exception, whatever `persist_result` says: docs/prefect.md#
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 
 from prefect import flow, get_run_logger, tags
@@ -63,34 +65,47 @@ class _NoEmptyTraceback(logging.Filter):
 
 logging.getLogger("prefect.task_runs").addFilter(_NoEmptyTraceback())
 
+#: seconds between two updates of an account run's progress artifact (each one is an API call)
+PROGRESS_SECONDS = 5.0
+
 
 class ProgressBar:
-    """An account run's progress artifact, kept off the critical path.
+    """An account run's progress artifact, kept off the critical path and updated every few seconds.
 
     Each Prefect API call costs tens of milliseconds; awaited between batches they delayed the
-    next batch's requests (benchmarks/RESULTS.md). The calls run in the background instead and
-    only the latest value is sent; a failure to update is logged, never fails the sync.
+    next batch's requests (benchmarks/RESULTS.md). The calls run in the background instead, at
+    most one update per `every` seconds carrying the latest value, and the last value when the
+    run ends; a failure to update is logged, never fails the sync.
     """
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, every: float = PROGRESS_SECONDS) -> None:
         self._artifact = asyncio.create_task(acreate_progress_artifact(0.0, description=description))
+        self._every = every
         self._sending: asyncio.Task | None = None
-        self._latest = 0.0
+        self._closing = asyncio.Event()
+        self._latest = self._shown = 0.0
+        self._shown_at = time.monotonic()  # the artifact starts at 0%
 
     def set(self, percent: float) -> None:
-        """Show `percent` done (sent in the background)."""
+        """Show `percent` done (sent in the background, within `every` seconds)."""
         self._latest = percent
         if self._sending is None or self._sending.done():
             self._sending = asyncio.create_task(self._send())
 
     async def _send(self) -> None:
-        sent = None
-        while sent != self._latest:
-            sent = self._latest
-            await aupdate_progress_artifact(await self._artifact, sent)
+        artifact = await self._artifact
+        while self._shown != self._latest:
+            wait = self._shown_at + self._every - time.monotonic()
+            if wait > 0 and not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)  # a close sends at once
+            shown = self._latest
+            await aupdate_progress_artifact(artifact, shown)
+            self._shown, self._shown_at = shown, time.monotonic()
 
     async def close(self, percent: float | None = None) -> None:
-        """Send the last value (100% by default) and wait for the API calls to end."""
+        """Send the last value (100% by default) now and wait for the API calls to end."""
+        self._closing.set()
         self.set(100.0 if percent is None else percent)
         try:
             await asyncio.gather(self._artifact, *([self._sending] if self._sending else []))
@@ -129,8 +144,8 @@ async def sync_account(entity: str, account_id: str, partition: int | None = Non
     try:
         async with run:
             bar = ProgressBar(f"{entity} backlog of account {account_id}")
-            while await stages.run_batch(run.step) is not None:
-                bar.set(100.0 * run.progress_done / max(run.progress_total, 1))
+            while not (await stages.run_batches(run.step, lambda _, bar=bar: bar.set(_percent(run)))).done:
+                pass
     except AccountBusy as exc:
         logger.warning("%s", exc)
         return run.summary.as_dict()
@@ -140,17 +155,26 @@ async def sync_account(entity: str, account_id: str, partition: int | None = Non
         # not ours: its message may quote data, so the summary names only its type; the
         # traceback (code, not data) goes to the run's logs for whoever fixes it
         logger.exception("account %s: %s failed unexpectedly", account_id, entity)
-    finally:
+    except BaseException:  # cancelled or interrupted: the bar still shows where the run stopped
         if bar is not None:
-            # a failed run leaves its bar where it stopped
-            await bar.close(
-                None if run.summary.status == "ok" else 100.0 * run.progress_done / max(run.progress_total, 1)
-            )
-    return await _finish(db, run.summary, previous)
+            await bar.close(_percent(run))
+        raise
+    # a failed run leaves its bar where it stopped; the last update goes out with the report
+    closing = bar.close(None if run.summary.status == "ok" else _percent(run)) if bar is not None else None
+    return await _finish(db, run.summary, previous, closing)
 
 
-async def _finish(db: Database, s: AccountSummary, previous: PreviousRun | None) -> dict | State:
-    """Log the run in one line, write its report artifact, emit its events; `Failed` if it failed."""
+def _percent(run: AccountRun) -> float:
+    return 100.0 * run.progress_done / max(run.progress_total, 1)
+
+
+async def _finish(
+    db: Database, s: AccountSummary, previous: PreviousRun | None, closing: Awaitable[None] | None = None
+) -> dict | State:
+    """Log the run in one line, write its report artifact, emit its events; `Failed` if it failed.
+
+    `closing` (the progress bar's last update) runs alongside the report: each is a round trip.
+    """
     logger = get_run_logger()
     reason = (s.error or "failed").removeprefix(f"account {s.account_id}: ")
     if s.status == "failed":
@@ -160,12 +184,16 @@ async def _finish(db: Database, s: AccountSummary, previous: PreviousRun | None)
             "account %s: %d rows read, %d objects sent in %d requests, %d rejected, %d skipped (%.1fs)",
             s.account_id, s.rows_read, s.objects_sent, s.requests, s.rejected, s.skipped, s.seconds,
         )  # fmt: skip
-    status = await asyncio.to_thread(_status, db, s.account_id, s.entity)
-    await acreate_markdown_artifact(
-        account_report(s, status),
-        key=artifact_key(s.entity, s.account_id),
-        description=f"{s.entity} sync of account {s.account_id}: {s.status}",
-    )
+
+    async def report() -> None:
+        status = await asyncio.to_thread(_status, db, s.account_id, s.entity)
+        await acreate_markdown_artifact(
+            account_report(s, status),
+            key=artifact_key(s.entity, s.account_id),
+            description=f"{s.entity} sync of account {s.account_id}: {s.status}",
+        )
+
+    await asyncio.gather(report(), *([closing] if closing is not None else []))
     emit(account_signals(s, previous, rejected_threshold=get_settings().alert_rejected_rows))
     if s.status == "failed":
         return Failed(message=f"account {s.account_id}: {reason}", data=RunFailed(s))

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
 
     # extraction
     batch_rows: int = Field(default=20_000, ge=1, description="Change-log rows per batch (memory bound).")
+    extract_readers: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="Connections one large read takes at once (2: the range's keys in two halves, read side by side;"
+        " for a database with cores to spare: about 1.4x the server CPU of one read).",
+    )
 
     account_concurrency: int = Field(default=16, ge=1, description="Accounts synced at once per flow.")
 

@@ -15,7 +15,8 @@ import psycopg
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.braze.limits import BRAZE
 from masivo_braze_sync.capture import LogRange, slice_sql
-from masivo_braze_sync.extract import read_range
+from masivo_braze_sync.extract import first_per_key, read_parts, read_range
+from masivo_braze_sync.settings import get_settings
 
 #: frame of objects ready to send: key (str, the ledger key), array (str), body (binary JSON).
 #: `array` is a /users/track array (attributes, events, purchases) or "delete" (/users/delete; the
@@ -31,6 +32,19 @@ IN_LOG_RANGE = (
     "account_id = $1 AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)"
     f" AND {slice_sql('bucket', '$6', '$7')}"
 )
+#: the first columns of an `extract_sql` that returns one row per change-log row (`Entity.log_rows`),
+#: from the log's rows in the range selected as `l` (`entity_key`, `txid`, `id`): the key and the
+#: row's place in change order, which `Entity.extract` turns into `log_ord`
+LOG_ROW_SQL = "l.entity_key AS key, l.txid AS log_txid, l.id AS log_id"
+#: the half of a range's keys one reader takes when a read is split (`Entity.extract`): $8 is the
+#: half left out (0 or 1), -1 for the whole range (the planner then drops the test: the parameter's
+#: value is known when the statement is planned). A key is always in one half, so each key's rows
+#: stay together. `<>`, not `=`: the planner assumes an `=` on an expression keeps 0.5% of the rows,
+#: and for so few it joins row by row through the indexes, twice as slow as the hash joins here
+IN_READ_PART = "($8 = -1 OR hashtext(entity_key) & 1 <> $8)"
+#: ranges from this many log rows are split when `Settings.extract_readers` is 2: under it, the
+#: second reader's session and thread cost more than they save
+SPLIT_MIN_ROWS = 5_000
 #: the state of the customer joined as `c` (`missing`, `deleted` or `active`): objects for a
 #: deleted customer would re-create its profile in Braze, so every entity skips them
 CUSTOMER_STATE_SQL = """CASE WHEN c.id IS NULL THEN 'missing'
@@ -147,6 +161,10 @@ class Entity:
     extract_sql: str
     #: the column to sort extracted rows by, when `extract_sql` leaves the order to the client
     extract_order: str | None = None
+    #: whether `extract_sql` returns one row per change-log row (`LOG_ROW_SQL` first, a key may
+    #: repeat, any order) and filters the log by `IN_READ_PART`: `extract` then keeps each key's
+    #: first row, with `log_ord`, in change order, and may read a large range in two halves at once
+    log_rows: bool = False
     #: whether re-sending an object is harmless: a resumed batch then re-sends all of it
     idempotent: bool = False
     #: whether a full batch may end at the last whole request (`AccountRun.fit`)
@@ -163,10 +181,21 @@ class Entity:
         """Every `braze_integrations` toggle column the entity reads."""
         return (self.toggle, *self.extra_toggles)
 
-    def extract(self, url: str, account_id: str, log_range: LogRange) -> pl.DataFrame:
-        """The changed rows behind `log_range`, in change order."""
-        frame = read_range(url, self.extract_sql, account_id=account_id, log_range=log_range)
-        return frame.sort(self.extract_order) if self.extract_order else frame
+    def extract(self, url: str, account_id: str, log_range: LogRange, *, readers: int | None = None) -> pl.DataFrame:
+        """The changed rows behind `log_range`, in change order.
+
+        `readers`: the connections a `log_rows` entity reads on (1 or 2); by default
+        `Settings.extract_readers` for ranges of `SPLIT_MIN_ROWS` rows or more, else 1.
+        """
+        if not self.log_rows:
+            frame = read_range(url, self.extract_sql, account_id=account_id, log_range=log_range)
+            return frame.sort(self.extract_order) if self.extract_order else frame
+        if readers is None:
+            readers = get_settings().extract_readers if log_range.rows >= SPLIT_MIN_ROWS else 1
+        # reader k leaves out half 1 - k; one reader leaves out nothing
+        parts = [-1] if readers == 1 else [1, 0]
+        halves = read_parts(url, self.extract_sql, account_id=account_id, log_range=log_range, parts=parts)
+        return first_per_key(pl.concat(halves) if len(halves) > 1 else halves[0])
 
     def read_order(self, frame: pl.DataFrame) -> pl.DataFrame | None:
         """The keys of an extracted frame in change order (`key`, `log_ord`), for entities that end

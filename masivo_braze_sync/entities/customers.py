@@ -38,19 +38,15 @@ customers on their own (they read `deleted_at`), so nothing re-creates a deleted
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
 from datetime import date
-from decimal import Decimal
-from typing import Any
+from operator import itemgetter
 
 import orjson
-import phonenumbers
 import polars as pl
 import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
+from masivo_braze_sync.entities import profile
 from masivo_braze_sync.entities.base import (
     IN_LOG_RANGE,
     OBJECT_SCHEMA,
@@ -63,33 +59,15 @@ from masivo_braze_sync.entities.base import (
     judge,
     update_only,
 )
-from masivo_braze_sync.iso import COUNTRIES, LANGUAGES
-from masivo_braze_sync.properties import MAX_STRING, flatten_fields
+from masivo_braze_sync.entities.profile import TAG_PREFIX, value_hash
+
+__all__ = ["CUSTOMERS", "CUSTOMER_KEYS", "CustomersEntity", "owned_by_customers", "value_hash"]
 
 #: the toggles of this entity (`braze_integrations` columns)
 CREATE, UPDATE, DELETE = "sync_customers_create", "sync_customers_update", "sync_customers_delete"
 TAGS = "sync_customer_tags"
-GENDERS = {"MALE": "M", "FEMALE": "F", "OTHER": "O", "M": "M", "F": "F", "O": "O", "N": "N", "P": "P"}
-STANDARD_FIELDS = frozenset(
-    {
-        "external_id", "user_alias", "braze_id", "email", "phone", "first_name", "last_name", "home_city",
-        "dob", "gender", "country", "language", "time_zone", "email_subscribe", "push_subscribe",
-        "subscription_groups", "current_location", "push_tokens", "date_of_first_session",
-        "date_of_last_session", "marked_email_as_spam_at", "facebook", "twitter", "bio",
-        "email_open_tracking_disabled", "email_click_tracking_disabled",
-    }
-)  # fmt: skip
-#: keys of the attributes object Braze reads as an instruction or an identifier, not as a custom
-#: attribute (docs/braze.md#user-attributes-object); `image_url` is an older profile field
-CONTROL_KEYS = frozenset(
-    {"_update_existing_only", "_merge_objects", "push_token_import", "alias_name", "alias_label", "image_url"}
-)
-CUSTOM_PREFIX = "attr_"
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-TAG_PREFIX = "masivo_tag_"
 #: the custom attributes this entity owns under `masivo_`: no audience may write them
 CUSTOMER_KEYS = frozenset({"masivo_status", "masivo_tier", "masivo_points"})
-MIN_DOB_YEAR = 1900
 
 EXTRACT_SQL = f"""
 WITH changed AS (
@@ -114,180 +92,9 @@ ORDER BY ch.first_id
 STATE_SCHEMA = {"key": pl.String, "hashes": pl.String, "deleted": pl.Boolean}
 
 
-def _hash(value: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
-
-
-#: scalar values repeat from profile to profile (a country, a tier, a flag, null): their hashes are
-#: computed once; keyed by type too, since `True`, `1` and `1.0` hash differently
-_HASHES: dict[tuple[type, Any], str] = {}
-_MAX_HASHES = 50_000  # then it starts over: memory stays bounded whatever values arrive
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def value_hash(value: Any) -> str:
-    """A short, stable hash of a field's value (null included)."""
-    kind = type(value)
-    if kind not in _SCALARS:
-        return _hash(value)
-    key = (kind, value)
-    found = _HASHES.get(key)
-    if found is None:
-        if len(_HASHES) >= _MAX_HASHES:
-            _HASHES.clear()
-        found = _HASHES[key] = _hash(value)
-    return found
-
-
-class _Fields:
-    """Collects one profile's fields and the reasons for the ones dropped."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.dropped: dict[str, str] = {}
-        #: fields sent, but not as written (an array cut to Braze's length)
-        self.notes: dict[str, str] = {}
-
-    def put(self, name: str, value: Any) -> None:
-        self.values[name] = value
-
-    def drop(self, name: str, why: str) -> None:
-        self.dropped[name] = f"field {name} dropped: {why}"
-
-    def text(self, name: str, value: str | None) -> None:
-        if value is not None and len(value) > MAX_STRING:
-            self.drop(name, f"longer than {MAX_STRING} characters")
-        else:
-            self.put(name, value)
-
-    def json_object(self, name: str, raw: str | None) -> dict[str, Any]:
-        """A jsonb column that must hold an object; `{}` (and the column dropped) when it does not."""
-        try:
-            value = _json(raw)
-        except ValueError as exc:
-            self.drop(name, str(exc))
-            return {}
-        if not isinstance(value, dict):
-            self.drop(name, "not a JSON object")
-            return {}
-        return value
-
-
-def _phone(raw: str, country: str | None) -> str:
-    try:
-        number = phonenumbers.parse(raw, country if country in COUNTRIES else None)
-    except phonenumbers.NumberParseException:
-        return raw.strip()
-    if phonenumbers.is_valid_number(number):
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return raw.strip()
-
-
-def _number(raw: str | None) -> int | float | None:
-    """A numeric column as JSON's number; ValueError when JSON cannot carry it (NaN, infinities,
-    beyond a double's range)."""
-    if raw is None:
-        return None
-    value = Decimal(raw)
-    if not value.is_finite():
-        raise ValueError("not a finite number")
-    if value == value.to_integral_value() and abs(value) < 2**63:
-        return int(value)
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError("beyond a double's range")
-    return number
-
-
-def _json(raw: str | None) -> Any:
-    """A jsonb column's value; ValueError when orjson cannot read it (1e400, 1,000+ levels)."""
-    try:
-        return orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        raise ValueError("holds a number out of range or nests over 1,000 levels") from None
-
-
-def map_profile(row: dict[str, Any], *, tags: bool, today: date | None = None) -> _Fields:
-    """The Braze fields of one customer row (all of them, nulls included), and the drops."""
-    today = today or date.today()
-    f = _Fields()
-    email = row["email"].strip() if row["email"] is not None else None
-    if email is not None and (len(email) > MAX_STRING or not EMAIL.match(email)):
-        f.drop("email", "not a valid email address")
-    else:
-        f.put("email", email)
-    country = row["country"].strip().upper() if row["country"] is not None else None
-    if country is not None and country not in COUNTRIES:
-        f.drop("country", "not an ISO 3166-1 alpha-2 code")
-        country = None
-    else:
-        f.put("country", country)
-    phone = _phone(row["phone"], country) if row["phone"] is not None else None
-    f.text("phone", phone)
-    f.text("first_name", row["first_name"])
-    f.text("last_name", row["last_name"])
-    f.text("home_city", row["city"])
-    language = row["language"]
-    if language is not None:
-        code = re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
-        if code in LANGUAGES:
-            f.put("language", code)
-        else:
-            f.drop("language", "not an ISO 639-1 language code")
-    else:
-        f.put("language", None)
-    gender = row["gender"]
-    if gender is None or gender.strip().upper() in GENDERS:
-        f.put("gender", GENDERS[gender.strip().upper()] if gender is not None else None)
-    else:
-        f.drop("gender", "not MALE, FEMALE or OTHER")
-    dob = row["dob"]
-    if dob is not None and (date.fromisoformat(dob) > today or date.fromisoformat(dob).year < MIN_DOB_YEAR):
-        f.drop("dob", "in the future" if date.fromisoformat(dob) > today else f"before {MIN_DOB_YEAR}")
-    else:
-        f.put("dob", dob)
-    f.text("masivo_status", row["status"])
-    f.text("masivo_tier", row["tier"])
-    try:
-        f.put("masivo_points", _number(row["points"]))
-    except ValueError as exc:
-        f.drop("masivo_points", str(exc))
-    custom = f.json_object("attributes", row["attributes"])
-    flat, problems, notes = flatten_fields(custom)
-    for key, problem in problems.items():
-        f.dropped[_custom_name(key)] = f"custom attribute dropped: {problem}"
-    for key, value in flat.items():
-        name = _custom_name(key)
-        if name in f.values:  # `email` and `attr_email` both want `attr_email`: the first keeps it
-            f.dropped[key] = f"custom attribute dropped: '{key[:60]}' collides with '{name[:60]}'"
-        else:
-            f.put(name, value)
-    for key, note in notes.items():
-        f.notes[_custom_name(key)] = f"field {_custom_name(key)} truncated: {note}"
-    if tags:
-        for key, value in f.json_object("tags", row["tags"]).items():
-            name = TAG_PREFIX + str(key)
-            if len(name) > MAX_STRING:
-                f.drop(name[:60] + "...", f"key longer than {MAX_STRING} characters")
-            elif isinstance(value, dict | list):
-                f.drop(name, "not a string, number or boolean")
-            elif isinstance(value, str):
-                f.text(name, value)
-            else:
-                f.put(name, value)
-    return f
-
-
 def owned_by_customers(key: str) -> bool:
     """Whether a custom attribute key belongs to this entity's `masivo_` namespace (fields, tags)."""
     return key in CUSTOMER_KEYS or key.startswith(TAG_PREFIX)
-
-
-def _custom_name(key: str) -> str:
-    # a custom key must not shadow a standard field, a key Braze reads as an instruction (its
-    # control keys start with `_`: any such key is assumed reserved), or our own masivo_ attributes
-    reserved = key in STANDARD_FIELDS or key in CONTROL_KEYS or key.startswith(("_", "masivo_"))
-    return CUSTOM_PREFIX + key if reserved else key
 
 
 class CustomersEntity(Entity):
@@ -327,49 +134,131 @@ class CustomersEntity(Entity):
         """Changed fields as one attributes object per customer; deletes as delete objects."""
         tags = ctx.toggles.get(TAGS, False)
         keys, arrays, bodies = [], [], []
-        state_rows: list[tuple[str, str | None, bool]] = []
+        # the state rows, column by column: key, hashes (JSON text; None for a delete), deleted
+        state_keys: list[str] = []
+        state_hashes: list[str | None] = []
+        state_deleted: list[bool] = []
         drops: list[tuple[str, str, str]] = []
         notes: list[tuple[str, str, str]] = []
         extra = {"_update_existing_only": True} if update_only(ctx) else {}
         sent = full = 0
-        for row in frame.iter_rows(named=True):
-            key = row["key"]
-            if row["action"] == "delete":
+        columns = {name: frame[name].to_list() for name in frame.columns}
+        # each rule once per distinct value of its column (entities/profile.py), then row by row
+        upserts = [a != "delete" for a in columns["action"]]
+        # (rows to delete are mapped too, unused: cheaper than leaving them out of every column)
+        standard = profile.standard_columns(columns, date.today())
+        # per row, per standard field: drop reason (None when sent), body and state member, and
+        # (only for rows that are not simple, below) value and hash
+        drops_, bodies_, states_ = (_rows(standard, i) for i in (2, 3, 4))
+        # the JSON columns: one segment per distinct text in the batch
+        customs = profile.segments(profile.attributes, columns["attributes"])
+        tagged_ = profile.segments(profile.tags, columns["tags"]) if tags else [None] * len(upserts)
+        # a row is simple when it is a new profile and no field of it is dropped
+        simple = [
+            not was_sent and not custom.drops and (tagged is None or not tagged.drops) and not any(whys)
+            for was_sent, custom, tagged, whys in zip(columns["sent_before"], customs, tagged_, drops_, strict=True)
+        ]
+        # a simple row's standard part: its body and state members joined, and how many values
+        std_body = [b"".join(filter(None, members)) for members in bodies_]
+        std_state = [b"".join(filter(None, members)) for members in states_]  # (None: dropped, not simple)
+        std_present = [len(members) - members.count(None) for members in bodies_]  # no drop: None is null
+        names = [name for name, _ in profile.STANDARD]
+        n = len(upserts)
+        values_, hashes_ = (_rows(standard, i) for i in (0, 1)) if not all(simple) else ([None] * n, [None] * n)
+        extra_member = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in extra.items())
+        for (
+            key, upsert, is_simple, sent_before, field_hashes, custom, tagged,
+            row_values, row_hashes, row_drops, row_body, row_state, row_present,
+        ) in zip(
+            columns["key"], upserts, simple, columns["sent_before"], columns["field_hashes"], customs, tagged_,
+            values_, hashes_, drops_, std_body, std_state, std_present, strict=True,
+        ):  # fmt: skip
+            if not upsert:
                 keys.append(key)
                 arrays.append("delete")
                 bodies.append(b"")
-                state_rows.append((key, None, True))
+                state_keys.append(key)
+                state_hashes.append(None)
+                state_deleted.append(True)
                 continue
-            fields = map_profile(row, tags=tags)
-            drops.extend((key, "field", reason) for reason in fields.dropped.values())
-            notes.extend((key, "field", note) for note in fields.notes.values())
-            previous: dict[str, str] = orjson.loads(row["field_hashes"]) if row["sent_before"] else {}
-            hashes = {name: value_hash(value) for name, value in fields.values.items()}
-            changed = {
-                name: value
-                for name, value in fields.values.items()
-                if previous.get(name) != hashes[name] and (row["sent_before"] or value is not None)
-            }
-            kept = dict(hashes)
-            for name, old in previous.items():
-                if name in hashes:
-                    continue
-                if name in fields.dropped or (name.startswith(TAG_PREFIX) and not tags):
-                    kept[name] = old  # not sent this time: remember what Braze still has
-                else:
-                    changed[name] = None  # the key disappeared: remove the attribute in Braze
-            full += sum(v is not None for v in fields.values.values())
+            if is_simple:
+                # the usual new profile: every field with a value is sent, and every hash kept; the
+                # body and state are joined from the fields' JSON members (`profile.with_members`)
+                present = row_present + custom.present
+                body = row_body + custom.body
+                state = row_state + custom.state
+                if tagged is not None:
+                    present += tagged.present
+                    body += tagged.body
+                    state += tagged.state
+                full += present
+                if not present:
+                    continue  # nothing to send (a profile of nulls only)
+                sent += present
+                keys.append(key)
+                arrays.append("attributes")
+                bodies.append(b'{"external_id":' + orjson.dumps(key) + body + extra_member + b"}")
+                state_keys.append(key)
+                state_hashes.append("{" + state[1:].decode() + "}")
+                state_deleted.append(False)
+                if custom.notes:
+                    notes.extend((key, "field", note) for _, note in custom.notes)
+                continue
+            if any(row_drops):
+                values, hashes, dropped = {}, {}, {}
+                for name, value, hashed, why in zip(names, row_values, row_hashes, row_drops, strict=True):
+                    if why is None:
+                        values[name] = value
+                        hashes[name] = hashed
+                    else:
+                        dropped[name] = why
+                present = len(values) - list(values.values()).count(None)
+            else:
+                values = dict(zip(names, row_values, strict=True))
+                hashes = dict(zip(names, row_hashes, strict=True))
+                dropped = {}
+                present = len(row_values) - row_values.count(None)
+            parts = [custom] if tagged is None else [custom, tagged]
+            for part in parts:
+                values.update(part.values)
+                hashes.update(part.hashes)
+                if part.drops:
+                    dropped.update(part.drops)  # in order: a later drop of a key replaces the earlier
+                present += part.present
+            if dropped:
+                drops.extend((key, "field", reason) for reason in dropped.values())
+            if custom.notes:
+                notes.extend((key, "field", note) for _, note in custom.notes)
+            if sent_before:
+                previous: dict[str, str] = orjson.loads(field_hashes)
+                changed = {name: value for name, value in values.items() if previous.get(name) != hashes[name]}
+                kept = dict(hashes)
+                for name, old in previous.items():
+                    if name in hashes:
+                        continue
+                    if name in dropped or (name.startswith(TAG_PREFIX) and not tags):
+                        kept[name] = old  # not sent this time: remember what Braze still has
+                    else:
+                        changed[name] = None  # the key disappeared: remove the attribute in Braze
+            else:  # a new profile: every field that has a value
+                changed = {name: value for name, value in values.items() if value is not None}
+                kept = hashes
+            full += present
             if not changed:
                 continue  # nothing Braze does not already have: no data point spent
             sent += len(changed)
             keys.append(key)
             arrays.append("attributes")
             bodies.append(orjson.dumps({"external_id": key, **changed, **extra}))
-            state_rows.append((key, orjson.dumps(kept).decode(), False))
+            state_keys.append(key)
+            state_hashes.append(orjson.dumps(kept).decode())
+            state_deleted.append(False)
         return Prepared(
             frame=pl.DataFrame({"key": keys, "array": arrays, "body": bodies}, schema=OBJECT_SCHEMA),
             rejected=pl.DataFrame(drops + notes, schema=REJECT_SCHEMA, orient="row"),
-            state=pl.DataFrame(state_rows, schema=STATE_SCHEMA, orient="row"),
+            state=pl.DataFrame(
+                {"key": state_keys, "hashes": state_hashes, "deleted": state_deleted}, schema=STATE_SCHEMA
+            ),
             metrics={
                 "attributes_sent": sent,
                 "attributes_full_resend": full,
@@ -406,6 +295,12 @@ class CustomersEntity(Entity):
         """Forget what was delivered (a new workspace has none of it) and queue every customer."""
         conn.execute("DELETE FROM braze_sync.customer_state WHERE account_id = %s", (account_id,))
         return super().full_resync(conn, account_id, resend=resend)
+
+
+def _rows(columns: list[list[tuple]], i: int) -> list[tuple]:
+    """Item `i` of each column's outcomes, as one tuple per row."""
+    pick = itemgetter(i)
+    return list(zip(*(map(pick, column) for column in columns), strict=True))
 
 
 CUSTOMERS = CustomersEntity()

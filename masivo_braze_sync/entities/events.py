@@ -26,6 +26,8 @@ from masivo_braze_sync.entities.base import (
     CUSTOMER_DELETED,
     CUSTOMER_STATE_SQL,
     IN_LOG_RANGE,
+    IN_READ_PART,
+    LOG_ROW_SQL,
     OBJECT_SCHEMA,
     REJECT_SCHEMA,
     AccountContext,
@@ -47,24 +49,20 @@ INTERNAL_EVENT_TYPES = frozenset(
 UNREADABLE_PROPERTIES = "properties hold a number out of range or nest over 1,000 levels"
 
 EXTRACT_SQL = f"""
-WITH log AS (
-    -- the index (entity, account_id, txid, id) yields the range in change order: numbering it needs no sort
-    SELECT entity_key, row_number() OVER (ORDER BY txid, id) AS ord
-    FROM braze_sync.change_log
-    WHERE entity = 'events' AND {IN_LOG_RANGE}
-), changed AS (
-    SELECT entity_key, min(ord) AS log_ord FROM log GROUP BY entity_key
+WITH l AS (
+    SELECT entity_key, txid, id FROM braze_sync.change_log
+    WHERE entity = 'events' AND {IN_LOG_RANGE} AND {IN_READ_PART}
 )
-SELECT ch.entity_key AS key,
-       ch.log_ord,
+-- one row per log row, unordered: `Entity.extract` numbers them and keeps each key's first
+SELECT {LOG_ROW_SQL},
        e.id IS NOT NULL AS present,
        e.customer_id,
        e.type,
        e.properties::text AS properties,
        e.occurred_at,
        {CUSTOMER_STATE_SQL}
-FROM changed ch
-LEFT JOIN public.events e ON e.id = ch.entity_key AND e.account_id = $1
+FROM l
+LEFT JOIN public.events e ON e.id = l.entity_key AND e.account_id = $1
 LEFT JOIN public.customers c ON c.account_id = $1 AND c.id = e.customer_id
 """
 
@@ -77,7 +75,7 @@ class EventsEntity(Entity):
     after_customers = True  # docs/live.md#profile-before-event
     toggle = "sync_events"
     extract_sql = EXTRACT_SQL
-    extract_order = "log_ord"
+    log_rows = True
     #: the rows read depend only on Masivo's tables, never on what the sync commits: the next
     #: range may be read while a batch is delivered (`AccountRun.step`)
     read_ahead = True

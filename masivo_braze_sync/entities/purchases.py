@@ -80,7 +80,7 @@ from masivo_braze_sync.entities.base import (
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.iso4217 import is_currency
 from masivo_braze_sync.partitions import SEPARATOR
-from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_properties
+from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_event_properties, flatten_properties
 
 PLUS, MINUS = "+", "-"
 MAX_QUANTITY = 100  # Braze: `quantity` must be <= 100 (docs/braze.md#purchase-object)
@@ -90,6 +90,7 @@ TERMINAL = ("REVERSED", "CANCELLED")
 DELETED = "ORDER_DELETED"  # status of an order whose row is gone
 LINE_DELETED = "LINE_DELETED"
 LINK_KEYS = ("order_id", "line_no", "product_name", "purchase_id")
+_LINK_KEYS = frozenset(LINK_KEYS)
 UNREADABLE_LINES = "a line's properties hold a number out of range or nest over 1,000 levels: order held"
 
 STATE_SCHEMA = {
@@ -291,53 +292,70 @@ class LineRejected(RecordRejected):
         self.zero_revenue = zero_revenue
 
 
+def _rejected(reason: str, quantity: Any, price: Decimal | None) -> LineRejected:
+    zero = quantity == 0 or (price is not None and price.is_finite() and price == 0)
+    return LineRejected(reason, zero_revenue=zero)
+
+
 def check_line(order_id: str, raw: dict[str, Any]) -> Line:
     """A current line as a `Line`, or LineRejected with the first rule it breaks."""
     line_no = raw["line_no"]
     quantity = raw.get("quantity")
     price = _decimal(raw.get("unit_price"))
-    zero = quantity == 0 or (price is not None and price.is_finite() and price == 0)
-
-    def reject(reason: str) -> LineRejected:
-        return LineRejected(reason, zero_revenue=zero)
-
     if quantity is None:
-        raise reject("quantity is missing")
+        raise _rejected("quantity is missing", quantity, price)
     if quantity < 1:
-        raise reject("quantity is below 1")
+        raise _rejected("quantity is below 1", quantity, price)
     if quantity > MAX_QUANTITY * MAX_PARTS:
-        raise reject(f"quantity is over {MAX_QUANTITY * MAX_PARTS} (more than {MAX_PARTS} purchases)")
+        raise _rejected(
+            f"quantity is over {MAX_QUANTITY * MAX_PARTS} (more than {MAX_PARTS} purchases)", quantity, price
+        )
     if price is None:
-        raise reject("unit price is missing")
+        raise _rejected("unit price is missing", quantity, price)
     if not price.is_finite():
-        raise reject("unit price is not a finite number")
+        raise _rejected("unit price is not a finite number", quantity, price)
     sku = raw.get("sku")
     if not isinstance(sku, str) or not sku:
-        raise reject("sku is empty")
+        raise _rejected("sku is empty", quantity, price)
     if len(sku) > MAX_STRING:
-        raise reject(f"sku is longer than {MAX_STRING} characters")
+        raise _rejected(f"sku is longer than {MAX_STRING} characters", quantity, price)
     name = raw.get("name")
     if name is not None and len(name) > MAX_STRING:
-        raise reject(f"product name is longer than {MAX_STRING} characters")
+        raise _rejected(f"product name is longer than {MAX_STRING} characters", quantity, price)
     props: dict[str, Any] = {"order_id": order_id, "line_no": line_no}
     if name:
         props["product_name"] = name
     own = raw.get("properties")
     if own is not None and not isinstance(own, dict):
-        raise reject("properties are not a JSON object")
+        raise _rejected("properties are not a JSON object", quantity, price)
     try:
-        flat = flatten_properties(own)
+        flat = _flatten(own)
     except RecordRejected as exc:
-        raise reject(exc.reason) from None
-    for key, value in flat.items():
-        if key in LINK_KEYS:
-            key = f"line_{key}"
-            if key in flat or key in props:
-                raise reject(f"properties collide on key '{key}'")
-        props[key] = value
+        raise _rejected(exc.reason, quantity, price) from None
+    if _LINK_KEYS.isdisjoint(flat):
+        props.update(flat)  # the usual line: no key to rename
+    else:
+        for key, value in flat.items():
+            if key in _LINK_KEYS:
+                key = f"line_{key}"
+                if key in flat or key in props:
+                    raise _rejected(f"properties collide on key '{key}'", quantity, price)
+            props[key] = value
     if len(props) + 1 > MAX_PROPERTIES:  # + `purchase_id`, added per part
-        raise reject(f"more than {MAX_PROPERTIES} properties with the order link")
+        raise _rejected(f"more than {MAX_PROPERTIES} properties with the order link", quantity, price)
     return Line(line_no, sku, price, quantity, props)
+
+
+def _flatten(own: dict[str, Any] | None) -> dict[str, Any]:
+    """`flatten_properties`, by the events' fast path when it applies: that path builds the same
+    properties (or hands the input to the general rules, which raise the same rejections) and is
+    several times faster; only a result over the limit, which it would cut, is refused here."""
+    if not own:
+        return {}
+    if len(own) > MAX_PROPERTIES:  # likely over the limit: the fast path would only add a try
+        return flatten_properties(own)
+    flat, count = flatten_event_properties(own)
+    return flat if count <= MAX_PROPERTIES else flatten_properties(own)
 
 
 def _currency(order_currency: str | None, ctx: AccountContext) -> str | None:
@@ -349,6 +367,61 @@ def _loads(text: str | None, empty: Any) -> Any:
     return orjson.loads(text) if text else empty
 
 
+#: `orjson.dumps(n)` of every quantity a part can have
+_JSON_INTS = [str(n).encode() for n in range(MAX_QUANTITY + 1)]
+
+
+class _Template:
+    """A checked line with what its purchase bodies share, whatever the order.
+
+    `orjson.dumps` writes a dict as `{` + `"key":value` members joined by `,` + `}`, with no space,
+    each member written alone as it would be as a whole: so a body can be assembled from members
+    dumped once per line (product, price, the line's properties) and once per order (customer,
+    time, order id), with only the quantity and the purchase key per part. The result is the bytes
+    `emit` dumps for the same object (tests/core/test_mapping_golden.py).
+    """
+
+    __slots__ = ("_pieces", "product_id", "properties", "split", "unit_price", "unit_value")
+
+    def __init__(self, line: Line) -> None:
+        self.product_id = line.product_id
+        self.unit_value = line.unit_price
+        self.unit_price = str(line.unit_price)
+        self.split = line.split
+        # the properties after `order_id` (checked with an empty one: no rule reads its value),
+        # without the closing brace: `purchase_id` comes last
+        written = orjson.dumps(line.properties)
+        assert written.startswith(b'{"order_id":""')
+        self.properties = written[len(b'{"order_id":""') : -1]
+        self._pieces: dict[str, bytes] = {}
+
+    def pieces(self, currency: str) -> bytes:
+        """`,"product_id":...,"currency":...,"price":...,"quantity":` for an order's currency."""
+        found = self._pieces.get(currency)
+        if found is None:
+            found = self._pieces[currency] = (
+                b',"product_id":' + orjson.dumps(self.product_id) + b',"currency":' + orjson.dumps(currency)
+                + b',"price":' + orjson.dumps(_price(self.unit_value)) + b',"quantity":'
+            )  # fmt: skip
+        return found
+
+
+def _check_lines(text: str | None) -> list[tuple[int, _Template | LineRejected]] | None:
+    """An order's lines (its `lines` text) checked, by line number; None when orjson cannot read them."""
+    try:
+        raws = orjson.loads(text) if text else []
+    except orjson.JSONDecodeError:  # a jsonb number no double holds (1e400), or 1,000+ levels
+        return None
+    lines = {raw["line_no"]: raw for raw in raws}
+    out: list[tuple[int, _Template | LineRejected]] = []
+    for ln in sorted(lines):
+        try:
+            out.append((ln, _Template(check_line("", lines[ln]))))
+        except LineRejected as exc:
+            out.append((ln, exc))
+    return out
+
+
 @dataclass
 class _Out:
     """What the transform builds for a frame of orders."""
@@ -356,7 +429,8 @@ class _Out:
     keys: list[str] = field(default_factory=list)
     arrays: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
-    state: list[dict[str, Any]] = field(default_factory=list)
+    #: what to remember per object, a tuple in STATE_SCHEMA's order
+    state: list[tuple[Any, ...]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, int] = field(default_factory=dict)
@@ -366,9 +440,15 @@ class _Out:
     def count(self, name: str, n: int = 1) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + n
 
+    #: `rejected` as a set (for `reject`), up to `_seen_upto` entries: the list is appended to directly too
+    _seen: set[tuple[str, str]] = field(default_factory=set)
+    _seen_upto: int = 0
+
     def reject(self, key: str, reason: str) -> None:
         """Record a rejected key once (with `both`, purchases and eCommerce events may find the same)."""
-        if (key, reason) not in self.rejected:
+        self._seen.update(self.rejected[self._seen_upto :])
+        self._seen_upto = len(self.rejected)
+        if (key, reason) not in self._seen:
             self.rejected.append((key, reason))
 
     def add(self, key: str, array: str, body: bytes, state: dict[str, Any]) -> None:
@@ -376,7 +456,7 @@ class _Out:
         self.keys.append(key)
         self.arrays.append(array)
         self.bodies.append(body)
-        self.state.append(dict.fromkeys(STATE_SCHEMA) | state)
+        self.state.append(tuple(map(state.get, STATE_SCHEMA)))
 
     def emit(
         self,
@@ -498,7 +578,22 @@ class PurchasesEntity(Entity):
     def transform(self, frame: pl.DataFrame, ctx: AccountContext) -> Prepared:
         """Each order to the purchases and reversals it still owes Braze."""
         out = _Out(update_only=update_only(ctx))
-        for row in frame.iter_rows(named=True):
+        names = frame.columns
+        at = {name: i for i, name in enumerate(names)}
+        key, present, status, sent, prior = (at[n] for n in ("key", "present", "status", "sent", "prior"))
+        customer, currency, lines = at["customer_id"], at["currency"], at["lines"]
+        fulfilled, updated, read = at["fulfilled_at"], at["updated_at"], at["read_at"]
+        # the usual order (fulfilled, nothing of it sent or attempted, purchases only) goes the
+        # short way; every other order through `_Order` and the general rules
+        short = ctx.orders_as == "purchases"
+        checked: dict[str | None, list[tuple[int, _Template | LineRejected]] | None] = {}
+        for values in zip(*(frame[name].to_list() for name in names), strict=True):
+            if short and values[status] == FULFILLED and values[present] and values[sent] is values[prior] is None:
+                time = values[fulfilled] or values[updated] or values[read]  # `_Order.time("fulfilled_at")`
+                order_currency = _currency(values[currency], ctx)
+                self._new_order(values[key], values[customer], order_currency, time, values[lines], out, checked)
+                continue
+            row = dict(zip(names, values, strict=True))
             try:
                 order = _Order(row, ctx)
             except orjson.JSONDecodeError:  # a jsonb number no double holds (1e400), or 1,000+ levels
@@ -514,12 +609,71 @@ class PurchasesEntity(Entity):
             },
             schema=REJECT_SCHEMA,
         )
-        state = pl.DataFrame(out.state, schema=STATE_SCHEMA)
+        columns = list(zip(*out.state, strict=True)) or [[] for _ in STATE_SCHEMA]
+        state = pl.DataFrame(dict(zip(STATE_SCHEMA, columns, strict=True)), schema=STATE_SCHEMA)
         return Prepared(frame=objects, rejected=rejects, skipped=out.skipped, state=state, metrics=out.metrics)
 
     def check(self, account: AccountConfig) -> None:
         """An `orders_as` that is not one of ORDERS_AS fails the account's run (ConfigurationError)."""
         account.orders_mode()
+
+    @staticmethod
+    def _new_order(order_id: str, customer_id: str, currency: str | None, time: str, text: str | None, out: _Out,
+                   checked: dict[str | None, list[tuple[int, _Template | LineRejected]] | None]) -> None:  # fmt: skip
+        """A fulfilled order nothing of which was sent or attempted: what `_order` does with it in
+        `purchases` mode (every line's purchases, or the order held, or a skip when it has no lines),
+        without the ledger and resume bookkeeping that cannot apply to it. `checked` holds the checked
+        lines per lines text: orders with the same lines (an order's lines hold no order id) share them."""
+        if text in checked:
+            lines = checked[text]
+        else:
+            lines = checked[text] = _check_lines(text)
+        if lines is None:
+            out.rejected.append((order_id, UNREADABLE_LINES))
+            return
+        if not lines:
+            out.skipped["order already sent"] = out.skipped.get("order already sent", 0) + 1
+            return
+        if currency is None:
+            out.rejected.append((order_id, "currency is not an ISO 4217 code: order held"))
+            out.count("orders held")
+            return
+        held: list[int] = []
+        for ln, line in lines:
+            if isinstance(line, LineRejected):
+                out.rejected.append((line_key(order_id, ln), line.reason))
+                if not line.zero_revenue:
+                    held.append(ln)
+        if held:
+            shown = ", ".join(str(ln) for ln in held[:10]) + (", ..." if len(held) > 10 else "")
+            out.rejected.append(
+                (order_id, f"order held: line(s) {shown} cannot be sent and carry revenue; nothing of it is sent")
+            )
+            out.count("orders held")
+            return
+        # each body as orjson writes it, from pieces (see `_Template`): the customer, time and order once
+        head = b'{"external_id":' + orjson.dumps(customer_id)
+        middle = b',"time":' + orjson.dumps(time) + b',"properties":{"order_id":' + orjson.dumps(order_id)
+        tail = b',"_update_existing_only":true}' if out.update_only else b"}"
+        state = out.state
+        for ln, line in lines:
+            if isinstance(line, LineRejected):
+                continue  # carries no revenue (else the order is held): recorded above, not sent
+            pieces = line.pieces(currency)
+            for part, quantity in enumerate(line.split):
+                key = f"{order_id}/{ln}/{PLUS}/{part}"  # `purchase_key`
+                out.keys.append(key)
+                out.arrays.append("purchases")
+                out.bodies.append(
+                    b"".join((head, pieces, _JSON_INTS[quantity], middle, line.properties, b',"purchase_id":',
+                              orjson.dumps(key), b"}", tail))
+                )  # fmt: skip
+                # STATE_SCHEMA's order; reason, event and lines are for reversals and eCommerce events
+                state.append(
+                    (key, order_id, ln, PLUS, part, customer_id, line.product_id, currency, line.unit_price, quantity,
+                     time, None, None, None)
+                )  # fmt: skip
+            out.count("purchases", len(line.split))
 
     def _order(self, order: _Order, out: _Out, orders_as: str) -> None:
         """One order: its purchases, its eCommerce events, or both (`orders_as`); a skip if nothing."""

@@ -80,7 +80,8 @@ async def _answer_ok(reader: _Recorder, writer: asyncio.StreamWriter) -> None:
 
 def test_the_request_on_the_wire_is_the_clients_bytes_with_each_header_once():
     connections, seen = asyncio.run(_track(_answer_ok))  # type: ignore[arg-type]
-    assert connections == 1 and len(seen) == 1
+    assert connections == 1
+    assert len(seen) == 1
     head, body = seen[0]
     assert body == BODY
     lines = [line.lower() for line in head.split(b"\r\n")[1:] if line]
