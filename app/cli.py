@@ -85,6 +85,15 @@ def sync(
         bool,
         typer.Option("--resend", help="With --full: also send events/purchases the ledger says were delivered."),
     ] = False,
+    partition: Annotated[
+        int | None,
+        typer.Option(
+            "--partition",
+            min=0,
+            help="Only this partition of the entity for --account (see `masivo-braze partitions`); "
+            "other processes may sync the other partitions at the same time.",
+        ),
+    ] = None,
 ) -> None:
     """Run the sync flow(s) once and exit; non-zero if any account failed."""
     names = _entity_names(entity)
@@ -92,10 +101,14 @@ def sync(
         raise _fail("--full re-sends a whole account: name it with --account ID")
     if resend and not full:
         raise _fail("--resend only makes sense with --full")
+    if partition is not None and (not account or len(names) != 1):
+        raise _fail("--partition takes one partition of one entity: name the entity and --account ID")
+    if partition is not None:
+        _check_partition(names[0], account, partition)
     if full:
         _queue_full(names, account, resend=resend, dry_run=dry_run)
     if dry_run:
-        raise typer.Exit(_dry_run(names, account))
+        raise typer.Exit(_dry_run(names, account, partition))
     from app.report import print_summaries
     from flows import FLOWS
     from masivo_braze_sync.summary import AccountSummary
@@ -104,7 +117,7 @@ def sync(
     for name in names:
         try:
             with _progress_bar(name):
-                rows = asyncio.run(FLOWS[name](account_ids=account))
+                rows = asyncio.run(FLOWS[name](account_ids=account, partition=partition))
             summaries = [AccountSummary(**r) for r in rows]
         except AccountSyncFailed as exc:
             summaries = exc.summaries
@@ -118,6 +131,20 @@ def sync(
         for where, why in sorted(failed.items()):
             err.print(f"[bold red]failed:[/] {where}: {why}")
         raise typer.Exit(1)
+
+
+def _check_partition(name: str, account_ids: list[str], partition: int) -> None:
+    from masivo_braze_sync import partitions
+    from masivo_braze_sync.db import Database
+
+    try:
+        with Database.from_settings().connection() as conn:
+            counts = partitions.counts(conn, name, account_ids)
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc), EXIT_TRANSIENT) from None
+    for account_id, count in counts.items():
+        if partition >= count:
+            raise _fail(f"{name}/{account_id} has {count} partition(s): --partition must be 0 to {count - 1}")
 
 
 def _queue_full(names: list[str], account_ids: list[str], *, resend: bool, dry_run: bool) -> None:
@@ -211,8 +238,9 @@ def retry_rejected(
         console.print(f"{name}/{account_id}: {n:,} rejected rows queued again; run `masivo-braze sync {name}`")
 
 
-def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
+def _dry_run(names: list[str], account_ids: list[str] | None, partition: int | None = None) -> int:
     """Build and print payloads without Prefect (so payloads never reach Prefect's logs)."""
+    from masivo_braze_sync import partitions
     from masivo_braze_sync.accounts import load_accounts
     from masivo_braze_sync.db import Database
     from masivo_braze_sync.entities import ENTITIES
@@ -221,17 +249,23 @@ def _dry_run(names: list[str], account_ids: list[str] | None) -> int:
     db = Database.from_settings()
     with db.connection() as conn:
         accounts = load_accounts(conn, account_ids)
+        counts = {n: partitions.counts(conn, n, [a.account_id for a in accounts]) for n in names}
     out = sys.stdout.buffer
     failed = False
     for name in names:
         spec = ENTITIES[name]
         summaries = []
-        for acct in (a for a in accounts if spec.is_enabled(a)):
+        for acct, part in (
+            (a, p)
+            for a in accounts
+            if spec.is_enabled(a)
+            for p in ([partition] if partition is not None else range(counts[name][a.account_id]))
+        ):
 
             def emit(body: bytes, _acct=acct.account_id) -> None:
                 out.write(f"{_acct}\t".encode() + body + b"\n")
 
-            run = AccountRun(db, spec, acct, dry_run=True, printer=emit)
+            run = AccountRun(db, spec, acct, dry_run=True, printer=emit, partition=part)
 
             async def go(run: AccountRun = run) -> None:
                 async with run:
@@ -253,6 +287,51 @@ def summary_table_text(name: str, summaries: list) -> object:
     from app.report import summary_table
 
     return summary_table(f"{name} (dry run)", summaries)
+
+
+@app.command("partitions")
+def partitions_command(
+    account_id: Annotated[str, typer.Argument(help="The Masivo account.")],
+    entity: Annotated[str | None, typer.Argument(help="customers, events or purchases.")] = None,
+    count: Annotated[int | None, typer.Argument(min=1, help="The new number of partitions (1: none).")] = None,
+) -> None:
+    """Show, or change, how many partitions (processes) an account's entities can be synced by.
+
+    A change first sends what each current partition has up to a common position, then switches;
+    stop the syncs of the account's entity while it runs (docs/operations.md#partitions).
+    """
+    from masivo_braze_sync import partitions
+    from masivo_braze_sync.accounts import load_accounts
+    from masivo_braze_sync.db import Database
+    from masivo_braze_sync.entities import ENTITIES
+    from masivo_braze_sync.repartition import repartition
+    from tasks.concurrency import prefect_budget, shared_server_configured
+    from tasks.secrets import resolve_api_key
+
+    if entity is not None and entity not in ENTITIES:
+        raise _fail(f"unknown entity {entity!r}: one of {', '.join(ENTITIES)}")
+    try:
+        db = Database.from_settings()
+        with db.connection() as conn:
+            accounts = load_accounts(conn, [account_id])
+            if not accounts:
+                raise _fail(f"account {account_id}: no Braze integration configured")
+            if count is None:
+                for name in [entity] if entity else list(ENTITIES):
+                    console.print(f"{name}/{account_id}: {partitions.count(conn, name, account_id)} partition(s)")
+                return
+        account = asyncio.run(resolve_api_key(accounts[0]))
+        budget = prefect_budget if shared_server_configured() else None
+        change = asyncio.run(repartition(db, ENTITIES[entity], account, count, budget_factory=budget))
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc), EXIT_TRANSIENT) from None
+    except SyncError as exc:  # a running sync, a lagging partition, an entity that cannot be partitioned
+        raise _fail(str(exc)) from None
+    console.print(f"{entity}/{account_id}: {change.before} → {change.after} partition(s)")
+    if change.after > 1:
+        console.print(
+            f"run `masivo-braze sync {entity} --account {account_id} --partition P` for P in 0..{change.after - 1}"
+        )
 
 
 @app.command("resync-audience")

@@ -17,6 +17,9 @@ One command, one run, one table. It
    scenarios "unannounced" (the limited scenario's limit, but the pipeline is not told it: it
    follows Braze's X-RateLimit-* headers) and "competing" (not told either; the workspace allows
    twice that and another producer takes half of it, evenly);
+   scenario "partitions" (only with `--only partitions`; issue 16 §3): one account's events
+   backlog synced by one core process, then by two at once, each one partition of two
+   (docs/operations.md#partitions): objects/s, 429s and doubles from the emulator's counts;
 6. with `--rss-check`, a second database with a 2,000,000-event backlog synced by the CLI;
 7. prints the table (medians of `--repeats` runs, interleaved) and writes it with every raw
    number to `benchmarks/results/` (git-ignored); drops the databases and stops the emulator.
@@ -356,6 +359,101 @@ def scenario(
             )
             runs[kind].append(record)
     return {"per_second": per_second, "competing": competing, "announced_only": announced_only, "runs": runs}
+
+
+def partitions_scenario(
+    em: Emulator, env: dict[str, str], server_url: str, args: argparse.Namespace, logdir: Path
+) -> dict:
+    """One account's backlog: one core process (one partition) vs two processes at once (two
+    partitions), interleaved. The emulator counts what arrives: a doubled event would make the
+    two-process run deliver more objects than the one-process run of the same backlog."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from masivo_braze_sync.partitions import change_count
+
+    (account,) = seeding.account_ids(1)
+    per_second = args.partitions_rate or None
+    window = args.window
+    limit = int(per_second * window) if per_second else UNLIMITED
+    out: dict = {"per_second": per_second, "runs": {"one": [], "two": []}}
+    with bench_database(server_url) as db_url:
+        t = time.perf_counter()
+        out["seeded"] = seeding.seed(
+            db_url, endpoint=em.url, accounts=1, customers=args.customers, events=args.events, orders=0
+        )
+        log(f"partitions: seeded {out['seeded']} in {time.perf_counter() - t:.1f}s")
+        em.configure([account], per_second=limit / window, window=window, latency=args.latency_ms / 1000)
+        run_env = env | {
+            "MASIVO_DATABASE_URL": db_url,
+            "MASIVO_TRACK_RATE_WINDOW_SECONDS": str(window),
+            "MASIVO_TRACK_RATE_LIMIT": str(limit),
+        }
+        db = Database(db_url)
+        for r in range(args.repeats):
+            for kind in ("one", "two"):  # interleaved: noise from the machine spreads over both
+                seeding.reset_sync_state(db_url)  # also forgets the partition count: one
+                em.reset()
+                if kind == "two":
+                    change_count(db, "events", ENTITIES["events"].captured, account, 2)
+                tag = f"partitions-{kind}-{r + 1}"
+                log(f"{tag} ...")
+                record: dict = {}
+                with machine_load(record, em):
+                    if kind == "one":
+                        workers = [run_worker("core", [], run_env, logdir, tag)]
+                    else:
+                        with ThreadPoolExecutor(2) as pool:  # two processes at once, one per partition
+                            started = [
+                                pool.submit(run_worker, "core", ["--partition", str(p)], run_env, logdir, f"{tag}-p{p}")
+                                for p in (0, 1)
+                            ]
+                            workers = [f.result() for f in started]
+                summaries = [s for w in workers for s in w["summaries"]]
+                record["workers"] = workers
+                record["objects_sent"] = sum(s["objects_sent"] for s in summaries)
+                record["possibly_duplicated"] = sum(s["possibly_duplicated"] for s in summaries)
+                record["failed"] = [s["error"] for s in summaries if s["status"] != "ok"]
+                record["delivery"] = d = delivery(em, [account], per_second)
+                log(
+                    f"{tag}: {d['objects']:,} objects, {d['requests']:,} requests, {d['rate_limited']} x 429, "
+                    f"{d['objects_per_s']:,.0f} objects/s, processes' run {max(w['run_s'] for w in workers):.2f}s, "
+                    f"load {record['loadavg_before']}, busy {record['machine_busy_pct']}% (ours {record['ours_pct']}%)"
+                )
+                out["runs"][kind].append(record)
+        db.dispose()
+    one, two = out["runs"]["one"], out["runs"]["two"]
+    reference = max(r["delivery"]["objects"] for r in one)
+    out["summary"] = {
+        "objects_per_s_one": med([r["delivery"]["objects_per_s"] for r in one]),
+        "objects_per_s_two": med([r["delivery"]["objects_per_s"] for r in two]),
+        "rate_limited": sum(r["delivery"]["rate_limited"] for r in one + two),
+        # the same backlog each time: objects beyond the one-process run's are copies
+        "doubled": max(r["delivery"]["objects"] for r in two) - reference,
+        "missing": reference - min(r["delivery"]["objects"] for r in two),
+        "possibly_duplicated": sum(r["possibly_duplicated"] for r in one + two),
+        "failed": sum(len(r["failed"]) for r in one + two),
+    }
+    out["summary"]["ratio"] = out["summary"]["objects_per_s_two"] / out["summary"]["objects_per_s_one"]
+    return out
+
+
+def partitions_table(res: dict) -> tuple[str, dict[str, bool]]:
+    """The partitions scenario's rows (medians) and whether two processes beat one, cleanly."""
+    s = res["summary"]
+    limit = f"{res['per_second']:,.0f} requests/s" if res["per_second"] else "no rate limit"
+    met = {
+        "partitions: two processes deliver more than one": s["ratio"] > 1.0,
+        "partitions: 0 x 429": s["rate_limited"] == 0,
+        "partitions: nothing doubled or missing": s["doubled"] == 0 and s["missing"] == 0 and s["failed"] == 0,
+    }
+    lines = [
+        f"partitions (one account, {res['seeded'].get('events', 0):,} events, {limit}):",
+        f"  one process  (1 partition):  {s['objects_per_s_one']:,.0f} objects/s",
+        f"  two processes (2 partitions): {s['objects_per_s_two']:,.0f} objects/s ({s['ratio']:.2f} x)",
+        f"  429s {s['rate_limited']}, doubled {s['doubled']}, missing {s['missing']}, "
+        f"possibly duplicated (ledger) {s['possibly_duplicated']}, failed runs {s['failed']}",
+    ]
+    return "\n".join(lines), met
 
 
 def stage_rates(data: dict) -> dict[str, float]:
@@ -902,8 +1000,14 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("stages", "limited", "unlimited", "unannounced", "competing", "live"),
-        help="run only these parts (repeatable; default: all). The table then shows what was measured",
+        choices=("stages", "limited", "unlimited", "unannounced", "competing", "live", "partitions"),
+        help="run only these parts (repeatable; default: all but partitions). The table then shows what was measured",
+    )
+    parser.add_argument(
+        "--partitions-rate",
+        type=float,
+        default=0.0,
+        help="partitions scenario: the workspace's requests/s (0: no rate limit)",
     )
     parser.add_argument(
         "--before",
@@ -973,7 +1077,7 @@ def main() -> int:
         only = set(args.only or ("stages", "limited", "unlimited", "unannounced", "competing", "live"))
         accounts = seeding.account_ids(args.accounts)
         res["seeded"] = {}
-        if only - {"live"} or args.rss_check:  # the backlog scenarios share one seeded database
+        if only - {"live", "partitions"} or args.rss_check:  # the backlog scenarios share one seeded database
             db_url = stack.enter_context(bench_database(server_url))
             env["MASIVO_DATABASE_URL"] = db_url
             t = time.perf_counter()
@@ -1030,6 +1134,10 @@ def main() -> int:
                 logdir=logdir, db_url=db_url, kinds=("baseline", "flow", "core"),
             )  # fmt: skip
 
+        if "partitions" in only:
+            res["partitions"] = partitions_scenario(em, env, server_url, args, logdir)
+            em.reset()
+
         if "live" in only:
             args.live_sweep_s = Settings().live_sweep_seconds
             res["live"] = live_scenario(em, env, server_url, args, logdir)
@@ -1058,7 +1166,10 @@ def main() -> int:
                 log(f"rss check: {data['maxrss_mb']} MB, {record['delivery']['objects']:,} objects")
             em.reset()
 
-    table, met = build_table(res, args) if only - {"live"} or args.rss_check else ("", {})
+    table, met = build_table(res, args) if only - {"live", "partitions"} or args.rss_check else ("", {})
+    if "partitions" in res:
+        rows, part_met = partitions_table(res["partitions"])
+        table, met = (f"{table}\n\n{rows}" if table else rows), met | part_met
     if "live" in res:
         live_rows, live_met = live_table(res["live"], args)
         table, met = (f"{table}\n\n{live_rows}" if table else live_rows), met | live_met
@@ -1080,6 +1191,8 @@ def main() -> int:
     runs = [r for s in res["scenarios"].values() for k in s["runs"].values() for r in k] or list(res["stages"].values())
     if "live" in res:
         runs += [res["live"][k] for k in ("idle", "steady", "load", "pairs") if k in res["live"]]
+    if "partitions" in res:
+        runs += [r for k in res["partitions"]["runs"].values() for r in k]
     loads = [r["loadavg_before"] for r in runs]
     busy = [r["machine_busy_pct"] for r in runs]
     others = [r["machine_busy_pct"] - r["ours_pct"] for r in runs]

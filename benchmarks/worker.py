@@ -221,11 +221,11 @@ def core(ns: argparse.Namespace) -> None:
     async def one(db, account, limit):
         async with limit:
             if ns.inline:  # every stage inline, no read-ahead timing
-                async with AccountRun(db, ENTITIES[ns.entity], account) as run:
+                async with AccountRun(db, ENTITIES[ns.entity], account, partition=ns.partition) as run:
                     await run.run()
                 return run.summary
             # the sync-account flow's loop (AccountRun.step), stage for stage, without Prefect
-            async with AccountRun(db, ENTITIES[ns.entity], account, stage_runner=timed) as run:
+            async with AccountRun(db, ENTITIES[ns.entity], account, stage_runner=timed, partition=ns.partition) as run:
                 while (result := await run.step()) is not None:
                     timer.rows["extract"] += result.rows_read
                     timer.rows["deliver"] += result.objects_sent
@@ -585,6 +585,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--entity", default="events")
     p.add_argument("--inline", action="store_true", help="AccountRun.run() (stages on the event loop)")
+    p.add_argument("--partition", type=int, default=None, help="only this partition of each account's entity")
     p.set_defaults(fn=core)
     p = sub.add_parser("baseline")
     p.add_argument("--out", required=True)

@@ -16,9 +16,9 @@ from tasks.secrets import resolve_api_key
 
 
 @flow(name="sync-audiences", flow_run_name=parent_run_name("audiences"), persist_result=False, log_prints=False)
-async def sync_audiences(account_ids: list[str] | None = None) -> list[dict]:
+async def sync_audiences(account_ids: list[str] | None = None, partition: int | None = None) -> list[dict]:
     """Send every account's audience joins, leaves, renames and deletes (Audiences toggle on)."""
-    return await sync_entity("audiences", account_ids)
+    return await sync_entity("audiences", account_ids, partition)
 
 
 @flow(

@@ -33,6 +33,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.alerts import emit
+from masivo_braze_sync import partitions
 from masivo_braze_sync.accounts import AccountConfig, load_accounts
 from masivo_braze_sync.db import Database
 from masivo_braze_sync.entities import ENTITIES
@@ -113,8 +114,9 @@ class ProgressBar:
 
 
 @flow(name="sync-account", flow_run_name="{entity}-{account_id}", persist_result=False, log_prints=False)
-async def sync_account(entity: str, account_id: str) -> dict:
-    """Sync one entity for one account: every batch of its backlog, stage by stage."""
+async def sync_account(entity: str, account_id: str, partition: int | None = None) -> dict:
+    """Sync one entity for one account (one partition of it: docs/operations.md#partitions): every
+    batch of its backlog, stage by stage."""
     logger = get_run_logger()
     db = Database.from_settings()
     accounts = await asyncio.to_thread(_load, db, [account_id])
@@ -135,6 +137,7 @@ async def sync_account(entity: str, account_id: str) -> dict:
         ENTITIES[entity],
         account,
         budget_factory=prefect_budget if shared_server_configured() else None,
+        partition=partition,
     )
     run.flow_run_id = flow_run.get_id()
     bar: ProgressBar | None = None
@@ -211,6 +214,11 @@ def _load(db: Database, account_ids: list[str] | None) -> list[AccountConfig]:
         return load_accounts(conn, account_ids)
 
 
+def _partition_counts(db: Database, entity: str, account_ids: list[str]) -> dict[str, int]:
+    with db.connection() as conn:
+        return partitions.counts(conn, entity, account_ids)
+
+
 def _previous(db: Database, account_id: str, entity: str) -> PreviousRun | None:
     with db.connection() as conn:
         return previous_run(conn, account_id, entity)
@@ -225,8 +233,11 @@ def _status(db: Database, account_id: str, entity: str) -> AccountStatus | None:
         return None
 
 
-async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list[dict] | State:
-    """Run `sync_account` for every account with the entity's toggle on and a backlog.
+async def sync_entity(
+    entity: str, account_ids: list[str] | None = None, partition: int | None = None
+) -> list[dict] | State:
+    """Run `sync_account` for every account with the entity's toggle on and a backlog: for each of
+    the account's partitions of the entity at once, or only for `partition` (docs/operations.md#partitions).
 
     Returns the summaries (idle accounts included, as `idle`), or a `Failed` state carrying
     `AccountSyncFailed` when an account failed: an entity flow returns it as its own result.
@@ -236,14 +247,15 @@ async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list
     accounts = [a for a in await asyncio.to_thread(_load, db, account_ids) if spec.is_enabled(a)]
     # one query for every account's backlog: an idle account costs no flow run (docs/operations.md#idle)
     waiting = await asyncio.to_thread(accounts_with_work, db, spec, accounts)
+    counts = await asyncio.to_thread(_partition_counts, db, entity, [a.account_id for a in accounts])
     limit = asyncio.Semaphore(get_settings().account_concurrency)
 
-    async def one(account: AccountConfig) -> AccountSummary:
+    async def one(account: AccountConfig, part: int | None) -> AccountSummary:
         if account.account_id not in waiting:
             return AccountSummary(account.account_id, entity, status="idle")
         async with limit:
             with tags(f"entity:{entity}", f"account:{account.account_id}"):
-                state = await sync_account(entity, account.account_id, return_state=True)
+                state = await sync_account(entity, account.account_id, part, return_state=True)
         if state.is_completed():
             return AccountSummary(**(await state.result()))
         exc = await state.result(raise_on_failure=False)
@@ -251,7 +263,12 @@ async def sync_entity(entity: str, account_ids: list[str] | None = None) -> list
             return exc.summary
         return AccountSummary(account.account_id, entity, status="failed", error=state.message or str(exc)[:300])
 
-    summaries = list(await asyncio.gather(*(one(a) for a in accounts)))
+    runs = [
+        (a, p)
+        for a in accounts
+        for p in ([partition] if partition is not None or counts[a.account_id] == 1 else range(counts[a.account_id]))
+    ]
+    summaries = list(await asyncio.gather(*(one(a, p) for a, p in runs)))
     worked = [s for s in summaries if s.status != "idle"]
     idle = len(summaries) - len(worked)
     get_run_logger().info("%s: %d account(s) run, %d idle", entity, len(worked), idle)

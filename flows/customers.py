@@ -8,6 +8,6 @@ from flows.common import parent_run_name, sync_entity
 
 
 @flow(name="sync-customers", flow_run_name=parent_run_name("customers"), persist_result=False, log_prints=False)
-async def sync_customers(account_ids: list[str] | None = None) -> list[dict]:
+async def sync_customers(account_ids: list[str] | None = None, partition: int | None = None) -> list[dict]:
     """Send every account's changed customers to its Braze workspace (only changed fields)."""
-    return await sync_entity("customers", account_ids)
+    return await sync_entity("customers", account_ids, partition)

@@ -145,16 +145,18 @@ def first_per_key(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _range_parameters(account_id: str, log_range: LogRange) -> tuple:
     r = log_range
-    return (account_id, str(r.after.txid), r.after.log_id, str(r.upto.txid), r.upto.log_id)
+    after, upto = (str(r.after.txid), r.after.log_id), (str(r.upto.txid), r.upto.log_id)
+    return (account_id, *after, *upto, r.slice.count, r.slice.index)
 
 
 def read_range(url: str, query: str, *, account_id: str, log_range: LogRange) -> pl.DataFrame:
-    """Read an entity query over `(after, upto]`: parameters $1 account, $2/$3 after, $4/$5 upto."""
+    """Read an entity query over `(after, upto]`: parameters $1 account, $2/$3 after, $4/$5 upto,
+    $6/$7 the range's slice (count, index)."""
     return read_frame(url, query, _range_parameters(account_id, log_range))
 
 
 def read_parts(url: str, query: str, *, account_id: str, log_range: LogRange, parts: list[int]) -> list[pl.DataFrame]:
-    """`read_range` once per value of $6 in `parts`, each on its own connection, all at once.
+    """`read_range` once per value of $8 in `parts`, each on its own connection, all at once.
 
     ADBC runs the query and decodes its rows without holding the GIL, so the parts' server work
     and decoding overlap; the frames come back in the order of `parts`.

@@ -9,6 +9,7 @@ not it ran.
 
 from __future__ import annotations
 
+from masivo_braze_sync import partitions
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.capture import scan_backlogs
 from masivo_braze_sync.db.engine import Database
@@ -16,11 +17,14 @@ from masivo_braze_sync.entities import Entity
 
 
 def accounts_with_work(db: Database, entity: Entity, accounts: list[AccountConfig]) -> set[str]:
-    """The ids of `accounts` with changes waiting for `entity` (committed or still in flight)."""
+    """The ids of `accounts` with changes waiting for `entity` (committed or still in flight), in
+    any of their partitions of it."""
     if not accounts:
         return set()
     with db.connection() as conn:
-        waiting, _ = scan_backlogs(
-            conn, consumer=entity.name, entities=entity.captured, account_ids=[a.account_id for a in accounts]
-        )
+        counts = partitions.counts(conn, entity.name, [a.account_id for a in accounts])
+        readers = [
+            (account, p.consumer, p.slice) for account, n in counts.items() for p in partitions.all_of(entity.name, n)
+        ]
+        waiting, _ = scan_backlogs(conn, entities=entity.captured, readers=readers)
     return set(waiting)

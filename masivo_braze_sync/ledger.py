@@ -19,13 +19,16 @@ import polars as pl
 import psycopg
 
 from masivo_braze_sync.capture import (
+    WHOLE,
     Bound,
     LogRange,
     Position,
+    Slice,
     position_at,
     read_cursor,
     read_next,
     record_caught_up,
+    try_lock,
     write_cursor,
 )
 from masivo_braze_sync.db.engine import Database
@@ -65,7 +68,13 @@ class DeliveryOutcome:
 
 
 class Ledger:
-    """Ledger operations for one consumer and account. Each call uses its own short transaction."""
+    """Ledger operations for one consumer and account. Each call uses its own short transaction.
+
+    The consumer owns the cursor, the batches and the caught-up horizon; with partitions it is one
+    partition of an entity (`partitions.Partition.consumer`), reading its `part` of the log. The
+    requests and rejected rows are recorded under `sender`, the entity, whichever partition sent
+    them: "what went to Braze for this entity" is one question (`sync --full`, `rejected`).
+    """
 
     def __init__(
         self,
@@ -75,10 +84,19 @@ class Ledger:
         *,
         bound_by: Bound | None = None,
         tracks_catch_up: bool = False,
+        part: Slice = WHOLE,
+        sender: str | None = None,
+        cap: Position | None = None,
     ) -> None:
         self.db = db
         self.consumer = consumer
         self.account_id = account_id
+        #: the consumer's slice of the log (docs/change-capture.md#partitions)
+        self.part = part
+        #: the name requests and rejected rows are recorded under (the entity's)
+        self.sender = sender or consumer
+        #: the last position batches may reach (a partition change's barrier), None: no limit
+        self.cap = cap
         #: another consumer whose caught-up horizon this one never reads past (docs/live.md#profile-before-event)
         self.bound_by = bound_by
         #: whether to record the horizon this consumer has caught up to (others are bound by it)
@@ -96,7 +114,7 @@ class Ledger:
                 (self.consumer, self.account_id),
             ).fetchone()
             if row:
-                rng = LogRange(Position(int(row[1]), row[2]), Position(int(row[3]), row[4]), row[5])
+                rng = LogRange(Position(int(row[1]), row[2]), Position(int(row[3]), row[4]), row[5], self.part)
                 return BatchRef(row[0], self.consumer, self.account_id, rng, resumed=True)
             after = read_cursor(conn, consumer=self.consumer, account_id=self.account_id)
             read = read_next(
@@ -106,10 +124,12 @@ class Ledger:
                 after=after,
                 limit=batch_rows,
                 bound_by=self.bound_by,
+                part=self.part,
+                cap=self.cap,
             )
             rng = read.range
             if rng is None:
-                if self.tracks_catch_up:  # nothing below the horizon: caught up to it right now
+                if self.tracks_catch_up and self.cap is None:  # nothing below the horizon: caught up to it
                     record_caught_up(conn, consumer=self.consumer, account_id=self.account_id, horizon=read.horizon)
                 return None
             batch_id = conn.execute(
@@ -138,7 +158,9 @@ class Ledger:
         if batch.resumed or not 0 < rows < batch.range.rows:
             raise ValueError(f"batch {batch.id}: cannot end after {rows} of its {batch.range.rows} log rows")
         with self.db.connection() as conn:
-            upto = position_at(conn, entities=entities, account_id=self.account_id, after=batch.range.after, n=rows)
+            upto = position_at(
+                conn, entities=entities, account_id=self.account_id, after=batch.range.after, n=rows, part=self.part
+            )
             if batch.id is not None:
                 conn.execute(
                     "UPDATE braze_sync.batches SET to_txid = %s::text::xid8, to_id = %s, log_rows = %s "
@@ -146,7 +168,7 @@ class Ledger:
                     (str(upto.txid), upto.log_id, rows, batch.id),
                 )
         # rows are left for the next batch: this one no longer reaches the horizon
-        return replace(batch, range=LogRange(batch.range.after, upto, rows), caught_up_to=None)
+        return replace(batch, range=LogRange(batch.range.after, upto, rows, batch.range.slice), caught_up_to=None)
 
     def take_over(self, batch_id: int) -> ResumeState:
         """Read what an interrupted attempt delivered, and retire its unfinished ledger rows."""
@@ -177,7 +199,7 @@ class Ledger:
             return []
         with self.db.connection() as conn, conn.cursor() as cur:
             rows = [
-                (batch_id, self.account_id, self.consumer, p.seq, p.endpoint, p.keys, dup)
+                (batch_id, self.account_id, self.sender, p.seq, p.endpoint, p.keys, dup)
                 for p, dup in zip(plans, possibly_duplicated, strict=True)
             ]
             cur.executemany(
@@ -217,7 +239,7 @@ class Ledger:
             cur.executemany(
                 "INSERT INTO braze_sync.rejected_rows (account_id, consumer, entity_key, stage, reason, batch_id) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                [(self.account_id, self.consumer, k, s, r, batch_id) for k, s, r in rows],
+                [(self.account_id, self.sender, k, s, r, batch_id) for k, s, r in rows],
             )
 
     def commit(
@@ -246,11 +268,4 @@ class Ledger:
             )
 
 
-def try_lock(conn: psycopg.Connection, consumer: str, account_id: str) -> bool:
-    """Take the session-level lock that lets one run at a time sync a consumer for an account."""
-    return bool(
-        conn.execute(
-            "SELECT pg_try_advisory_lock(hashtext('masivo_braze_sync'), hashtext(%s))",
-            (f"{consumer}/{account_id}",),
-        ).fetchone()[0]
-    )
+__all__ = ["BatchRef", "DeliveryOutcome", "Ledger", "ResumeState", "try_lock"]

@@ -22,17 +22,27 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from masivo_braze_sync import progress
+from masivo_braze_sync import partitions, progress
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.batch import pack
 from masivo_braze_sync.budget import SharedBudget
-from masivo_braze_sync.capture import LogRange, backlog, prune, read_cursor, skip_switched_off
+from masivo_braze_sync.capture import (
+    LogRange,
+    Position,
+    SwitchedOff,
+    backlog,
+    prune,
+    read_cursor,
+    skip_switched_off,
+    try_lock,
+)
 from masivo_braze_sync.db.engine import Database, connect
 from masivo_braze_sync.deliver import DeliveryStats, deliver
-from masivo_braze_sync.entities import ledger_bounds
+from masivo_braze_sync.entities import CUSTOMERS, ledger_bounds
 from masivo_braze_sync.entities.base import REJECT_SCHEMA, AccountContext, Entity, Prepared
 from masivo_braze_sync.errors import ConfigurationError, SyncError
-from masivo_braze_sync.ledger import BatchRef, Ledger, try_lock
+from masivo_braze_sync.ledger import BatchRef, Ledger
+from masivo_braze_sync.partitions import Partition
 from masivo_braze_sync.settings import Settings, get_settings
 from masivo_braze_sync.source import BatchSource, ChangeLog
 from masivo_braze_sync.summary import AccountSummary, record_summary
@@ -108,6 +118,8 @@ class AccountRun:
         budget_factory: Callable[[str, str, int, float], SharedBudget] | None = None,
         stage_runner: StageRunner | None = None,
         source: BatchSource | None = None,
+        partition: int | None = None,
+        upto: Position | None = None,
     ) -> None:
         self.db = db
         self.entity = entity
@@ -131,7 +143,13 @@ class AccountRun:
         self.ctx = AccountContext(
             account.account_id, account.currency, dict(account.toggles), orders_as=account.orders_as or "purchases"
         )
-        self.ledger = Ledger(db, entity.name, account.account_id, **ledger_bounds(entity, account))
+        #: the partition asked for (None: the entity has one, the whole log); resolved on entering
+        self.partition_index = partition
+        #: the partition this run syncs (docs/change-capture.md#partitions)
+        self.partition = Partition(entity.name)
+        #: the last log position this run may reach (a partition change's barrier); None: no limit
+        self.upto = upto
+        self.ledger = self._ledger(self.partition, None)
         self.summary = AccountSummary(account.account_id, entity.name)
         self.client = None
         #: the orchestrator's run id, stored with the summary (set by the Prefect flow)
@@ -153,19 +171,38 @@ class AccountRun:
         if self.dry_run:
             try:
                 self.entity.check(self.account)
+                await asyncio.to_thread(self._resolve_partition)
             except ConfigurationError as exc:
                 self.summary.status, self.summary.error = "failed", str(exc)
                 raise
         else:
+            try:
+                await asyncio.to_thread(self._resolve_partition)
+            except ConfigurationError as exc:  # no such partition: recorded, so `status` shows why
+                self.summary.status, self.summary.error = "failed", str(exc)
+                self.summary.seconds = round(time.perf_counter() - self._started, 3)
+                await asyncio.to_thread(self.record_summary)
+                raise
+            consumer = self.partition.consumer
             # database calls go to a worker thread: the event loop is shared with other accounts
             self._lock_conn = await asyncio.to_thread(connect, self.db.url, autocommit=True)
-            if not await asyncio.to_thread(try_lock, self._lock_conn, self.entity.name, self.account.account_id):
-                self._lock_conn.close()
+            try:
+                busy = not await asyncio.to_thread(try_lock, self._lock_conn, consumer, self.account.account_id)
+                if busy:
+                    why = f"another {consumer} sync is running"
+                elif await asyncio.to_thread(self._partitions_changed):
+                    # the count changed between reading it and taking the lock: this consumer's
+                    # cursor may no longer be its own (`partitions.change_count`)
+                    busy, why = True, f"the partitions of {self.entity.name} changed meanwhile"
+            except BaseException:
+                await asyncio.to_thread(self._unlock)
+                self._lock_conn = None
+                raise
+            if busy:
+                await asyncio.to_thread(self._unlock)
                 self._lock_conn = None
                 self.summary.status = "busy"
-                raise AccountBusy(
-                    f"account {self.account.account_id}: another {self.entity.name} sync is running; skipped"
-                )
+                raise AccountBusy(f"account {self.account.account_id}: {why}; skipped")
             try:
                 self.entity.check(self.account)  # a wrong setting fails this account's run, named in it
                 self.client = await self._open_client()
@@ -191,6 +228,34 @@ class AccountRun:
         finally:
             if self._lock_conn is not None:
                 await asyncio.to_thread(self._unlock)
+
+    def _ledger(self, part: Partition, customers: list[Partition] | None) -> Ledger:
+        return Ledger(
+            self.db,
+            part.consumer,
+            self.account.account_id,
+            part=part.slice,
+            sender=self.entity.name,
+            cap=self.upto,
+            **ledger_bounds(self.entity, self.account, customers),
+        )
+
+    def _resolve_partition(self) -> None:
+        """Read the entity's partition count for the account: the partition to sync, its ledger."""
+        with self.db.connection() as conn:
+            count = partitions.count(conn, self.entity.name, self.account.account_id)
+            customers = partitions.partitions_of(conn, CUSTOMERS.name, self.account.account_id)
+        if self.partition_index is None and count > 1:
+            raise ConfigurationError(
+                f"account {self.account.account_id}: {self.entity.name} has {count} partitions; "
+                f"sync each one (--partition 0 to {count - 1})"
+            )
+        self.partition = Partition(self.entity.name, self.partition_index or 0, count)
+        self.ledger = self._ledger(self.partition, customers)
+
+    def _partitions_changed(self) -> bool:
+        with self.db.connection() as conn:
+            return partitions.count(conn, self.entity.name, self.account.account_id) != self.partition.count
 
     def _unlock(self) -> None:
         # unlock before closing: the server drops a closed session's locks only when its
@@ -246,9 +311,10 @@ class AccountRun:
 
     def _measure_backlog(self) -> None:
         with self.db.connection() as conn:
-            after = read_cursor(conn, consumer=self.entity.name, account_id=self.account.account_id)
+            account_id, ledger = self.account.account_id, self.ledger
+            after = read_cursor(conn, consumer=ledger.consumer, account_id=account_id)
             self.progress_total = backlog(
-                conn, entities=self.entity.captured, account_id=self.account.account_id, after=after
+                conn, entities=self.entity.captured, account_id=account_id, after=after, part=ledger.part
             )
         progress.report(self.entity.name, self.account.account_id, 0, self.progress_total)
 
@@ -519,14 +585,22 @@ class AccountRun:
     def _prune(self) -> None:
         from masivo_braze_sync.entities import ENTITIES  # every consumer's reads decide what may go
 
+        account_id = self.account.account_id
         try:
             with self.db.connection() as conn:
-                off = {n: spec.captured for n, spec in ENTITIES.items() if not spec.is_enabled(self.account)}
-                skip_switched_off(conn, account_id=self.account.account_id, readers=off)
+                # every partition of every entity is a reader (docs/change-capture.md#partitions)
+                parts = {name: partitions.partitions_of(conn, name, account_id) for name in ENTITIES}
+                off = {
+                    p.consumer: SwitchedOff(spec.captured, p.slice, recorded_as=name)
+                    for name, spec in ENTITIES.items()
+                    if not spec.is_enabled(self.account)
+                    for p in parts[name]
+                }
+                skip_switched_off(conn, account_id=account_id, readers=off)
                 prune(
                     conn,
-                    account_id=self.account.account_id,
-                    readers={name: spec.captured for name, spec in ENTITIES.items()},
+                    account_id=account_id,
+                    readers={p.consumer: spec.captured for name, spec in ENTITIES.items() for p in parts[name]},
                 )
         except Exception:
             log.warning("account %s: could not prune the change log", self.account.account_id, exc_info=True)

@@ -52,9 +52,9 @@ class ChangeLog:
             return run.ledger.next_batch(run.entity.captured, run.settings.batch_rows)
         with run.db.connection() as conn:
             if self._dry_position is None:
-                self._dry_position = read_cursor(conn, consumer=run.entity.name, account_id=run.account.account_id)
+                self._dry_position = read_cursor(conn, consumer=run.ledger.consumer, account_id=run.account.account_id)
             rng = self._range_after(run, conn, self._dry_position)
-        return None if rng is None else BatchRef(None, run.entity.name, run.account.account_id, rng)
+        return None if rng is None else BatchRef(None, run.ledger.consumer, run.account.account_id, rng)
 
     def extract(self, run: AccountRun, batch: BatchRef) -> pl.DataFrame:
         """The changed rows behind the batch's log range."""
@@ -86,4 +86,6 @@ class ChangeLog:
             after=after,
             limit=run.settings.batch_rows,
             bound_by=run.ledger.bound_by,
+            part=run.ledger.part,
+            cap=run.ledger.cap,
         ).range

@@ -13,8 +13,9 @@ from datetime import datetime
 
 import psycopg
 
+from masivo_braze_sync import partitions
 from masivo_braze_sync.accounts import load_accounts
-from masivo_braze_sync.capture import backlogs
+from masivo_braze_sync.capture import scan_backlogs
 from masivo_braze_sync.entities import CUSTOMERS, ENTITIES
 from masivo_braze_sync.signals import PreviousRun
 
@@ -46,7 +47,9 @@ class AccountStatus:
 def account_status(conn: psycopg.Connection, account_id: str, entity: str) -> AccountStatus:
     """The status of one entity of one account."""
     spec = ENTITIES[entity]
-    waiting = backlogs(conn, consumer=entity, entities=spec.captured, account_ids=[account_id]).get(account_id)
+    # every partition's backlog, summed (docs/change-capture.md#partitions)
+    readers = [(account_id, p.consumer, p.slice) for p in partitions.partitions_of(conn, entity, account_id)]
+    waiting = scan_backlogs(conn, entities=spec.captured, readers=readers)[0].get(account_id)
     last_ok, last_err, err_at = conn.execute(
         """
         SELECT max(finished_at) FILTER (WHERE status = 'ok'),

@@ -195,6 +195,8 @@ class ChangeLog(SQLModel, table=True):
     op: str
     old_values: dict | None = _jsonb()
     created_at: datetime | None = _ts(nullable=False, default=True)
+    #: the row's partition key hashed (its customer, or its order; NULL before 0008): `partitions.py`
+    bucket: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger))
 
 
 class Cursor(SQLModel, table=True):

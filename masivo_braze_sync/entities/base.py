@@ -14,7 +14,7 @@ import psycopg
 
 from masivo_braze_sync.accounts import AccountConfig
 from masivo_braze_sync.braze.limits import BRAZE
-from masivo_braze_sync.capture import LogRange
+from masivo_braze_sync.capture import LogRange, slice_sql
 from masivo_braze_sync.extract import first_per_key, read_parts, read_range
 from masivo_braze_sync.settings import get_settings
 
@@ -26,20 +26,22 @@ OBJECT_SCHEMA = {"key": pl.String, "array": pl.String, "body": pl.Binary}
 REJECT_SCHEMA = {"key": pl.String, "stage": pl.String, "reason": pl.String}
 
 #: the change-log rows of one account in a log range, in the parameters `read_range` binds:
-#: $1 account, $2/$3 after (txid, id), $4/$5 upto (an `EXTRACT_SQL` adds `entity = ...`)
+#: $1 account, $2/$3 after (txid, id), $4/$5 upto, $6/$7 the range's slice (count, index: a
+#: partition's share of the log, docs/change-capture.md#partitions); an `EXTRACT_SQL` adds `entity = ...`
 IN_LOG_RANGE = (
     "account_id = $1 AND (txid, id) > ($2::text::xid8, $3::bigint) AND (txid, id) <= ($4::text::xid8, $5::bigint)"
+    f" AND {slice_sql('bucket', '$6', '$7')}"
 )
 #: the first columns of an `extract_sql` that returns one row per change-log row (`Entity.log_rows`),
 #: from the log's rows in the range selected as `l` (`entity_key`, `txid`, `id`): the key and the
 #: row's place in change order, which `Entity.extract` turns into `log_ord`
 LOG_ROW_SQL = "l.entity_key AS key, l.txid AS log_txid, l.id AS log_id"
-#: the half of a range's keys one reader takes when a read is split (`Entity.extract`): $6 is the
+#: the half of a range's keys one reader takes when a read is split (`Entity.extract`): $8 is the
 #: half left out (0 or 1), -1 for the whole range (the planner then drops the test: the parameter's
 #: value is known when the statement is planned). A key is always in one half, so each key's rows
 #: stay together. `<>`, not `=`: the planner assumes an `=` on an expression keeps 0.5% of the rows,
 #: and for so few it joins row by row through the indexes, twice as slow as the hash joins here
-IN_READ_PART = "($6 = -1 OR hashtext(entity_key) & 1 <> $6)"
+IN_READ_PART = "($8 = -1 OR hashtext(entity_key) & 1 <> $8)"
 #: ranges from this many log rows are split when `Settings.extract_readers` is 2: under it, the
 #: second reader's session and thread cost more than they save
 SPLIT_MIN_ROWS = 5_000

@@ -79,6 +79,7 @@ from masivo_braze_sync.entities.base import (
 )
 from masivo_braze_sync.errors import RecordRejected
 from masivo_braze_sync.iso4217 import is_currency
+from masivo_braze_sync.partitions import SEPARATOR
 from masivo_braze_sync.properties import MAX_PROPERTIES, MAX_STRING, flatten_event_properties, flatten_properties
 
 PLUS, MINUS = "+", "-"
@@ -126,7 +127,9 @@ WITH changed AS (
 ),
 -- an interrupted attempt at this batch: the keys it planned and what became of each
 open_batch AS (
-    SELECT id FROM braze_sync.batches WHERE consumer = 'purchases' AND account_id = $1 AND status = 'open'
+    -- every partition's (docs/change-capture.md#partitions): another partition's keys are other orders'
+    SELECT id FROM braze_sync.batches WHERE split_part(consumer, '{SEPARATOR}', 1) = 'purchases' AND account_id = $1
+                                         AND status = 'open'
 ),
 planned AS (
     SELECT k AS key,
