@@ -23,17 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.scratch import scratch_database  # noqa: E402
 from masivo_braze_sync.db import Database  # noqa: E402
-from masivo_braze_sync.db.migrate import init_database  # noqa: E402
 from masivo_braze_sync.emulator import EmulatorServer, EmulatorState, Workspace  # noqa: E402
 from masivo_braze_sync.settings import Settings  # noqa: E402
 from tests.prefect_server import running_prefect_server  # noqa: E402
@@ -80,13 +78,8 @@ def main() -> None:
     opts = parser.parse_args()
 
     server_url = Database.from_settings(Settings()).url
-    name = f"masivo_idle_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
     state = EmulatorState()
-    try:
-        init_database(Database(url), source=True)
+    with scratch_database(server_url, "masivo_idle") as url:
         many = [f"idle-{i:04d}" for i in range(opts.accounts)]
         with EmulatorServer(state, host="127.0.0.1", port=0) as emulator, tempfile.TemporaryDirectory() as home:
             for account in [*many, "busy"]:
@@ -112,9 +105,6 @@ def main() -> None:
         for label, values in times.items():
             med = statistics.median(values)
             print(f"| {label} | {med:.1f} | {med / base:.2f}x | {', '.join(f'{v:.1f}' for v in values)} |")
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

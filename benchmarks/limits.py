@@ -25,17 +25,15 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.scratch import scratch_database  # noqa: E402
 from masivo_braze_sync.db import Database  # noqa: E402
-from masivo_braze_sync.db.migrate import init_database  # noqa: E402
 from masivo_braze_sync.settings import Settings, get_settings  # noqa: E402
 from tests.prefect_server import running_prefect_server  # noqa: E402
 
@@ -114,12 +112,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     server_url = Database.from_settings(Settings()).url
-    name = f"masivo_limits_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    try:
-        init_database(Database(url), source=True)
+    with scratch_database(server_url, "masivo_limits") as url:
         with tempfile.TemporaryDirectory() as home, running_prefect_server(Path(home)) as prefect_env:
             os.environ.update({**prefect_env, "MASIVO_DATABASE_URL": url})
             get_settings.cache_clear()
@@ -129,9 +122,6 @@ def main() -> None:
         print("|---|---|---|")
         for label, values in times.items():
             print(f"| {label} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} |")
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

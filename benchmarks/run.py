@@ -53,9 +53,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import seed as seeding  # noqa: E402
+from scratch import database_url, scratch_database  # noqa: E402
 
 from masivo_braze_sync.db import Database  # noqa: E402
-from masivo_braze_sync.db.migrate import init_database  # noqa: E402
 from masivo_braze_sync.entities import ENTITIES  # noqa: E402
 from masivo_braze_sync.settings import Settings  # noqa: E402
 
@@ -257,10 +257,6 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _db_url(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
 @contextmanager
 def prefect_database(server_url: str):
     """A database for Prefect's API on the same server (Prefect's production backend,
@@ -269,7 +265,7 @@ def prefect_database(server_url: str):
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = _db_url(server_url, name)
+        url = database_url(server_url, name)
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
@@ -278,22 +274,6 @@ def prefect_database(server_url: str):
             yield None
             return
         yield urlunsplit(urlsplit(url)._replace(scheme="postgresql+asyncpg"))
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def bench_database(server_url: str):
-    name = f"masivo_perf_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _db_url(server_url, name)
-    try:
-        db = Database(url)
-        init_database(db, source=True)
-        db.dispose()
-        yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -376,7 +356,7 @@ def partitions_scenario(
     window = args.window
     limit = int(per_second * window) if per_second else UNLIMITED
     out: dict = {"per_second": per_second, "runs": {"one": [], "two": []}}
-    with bench_database(server_url) as db_url:
+    with scratch_database(server_url, "masivo_perf") as db_url:
         t = time.perf_counter()
         out["seeded"] = seeding.seed(
             db_url, endpoint=em.url, accounts=1, customers=args.customers, events=args.events, orders=0
@@ -643,7 +623,7 @@ def live_scenario(em: Emulator, env: dict[str, str], server_url: str, args: argp
     res: dict = {}
     accounts = seeding.account_ids(args.accounts)
     per_second = args.rate_limit / len(accounts)
-    with bench_database(server_url) as db_url:
+    with scratch_database(server_url, "masivo_perf") as db_url:
         res["seeded"] = seeding.seed(
             db_url, endpoint=em.url, accounts=args.accounts, customers=args.live_customers, events=0, orders=0
         )
@@ -1078,7 +1058,7 @@ def main() -> int:
         accounts = seeding.account_ids(args.accounts)
         res["seeded"] = {}
         if only - {"live", "partitions"} or args.rss_check:  # the backlog scenarios share one seeded database
-            db_url = stack.enter_context(bench_database(server_url))
+            db_url = stack.enter_context(scratch_database(server_url, "masivo_perf"))
             env["MASIVO_DATABASE_URL"] = db_url
             t = time.perf_counter()
             res["seeded"] = seeding.seed(
@@ -1145,7 +1125,7 @@ def main() -> int:
 
         if args.rss_check:
             em.reset()
-            with bench_database(server_url) as big_url:
+            with scratch_database(server_url, "masivo_perf") as big_url:
                 t = time.perf_counter()
                 seeding.seed(
                     big_url, endpoint=em.url, accounts=args.accounts, customers=args.customers,
